@@ -303,8 +303,8 @@ def validate(graph: dict, steps_lines: dict | None = None) -> None:
                     fix="Flows cannot loop; go forward to another step.",
                 )
 
-    # Walk from start, tracking the open splits; every step must be reached with
-    # one split stack, and each join must close the split that is open.
+    # Walk from start and track the open splits. Every step must be reached with one
+    # split stack, and each join must close the split that is open.
     stacks: dict[str, tuple] = {"start": ()}
     queue = ["start"]
     while queue:
