@@ -7,6 +7,7 @@ never trusts a graph it did not parse itself.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 
 STEP_DECORATORS = ("retry", "timeout", "resources", "catch")
@@ -23,7 +24,9 @@ class FlowGraphError(ValueError):
         where = f"{file}:{line}: " if file else ""
         text = f"{where}{message}"
         if fix:
-            text += f" {fix}"
+            # The message has no final period of its own, so add one before the fix.
+            separator = " " if text.endswith((".", ":", "?", "!")) else ". "
+            text += f"{separator}{fix}"
         super().__init__(text)
 
 
@@ -73,6 +76,40 @@ def _decorator_args(node: ast.AST, file: str) -> dict:
     return {kw.arg: _literal(kw.value, file) for kw in node.keywords if kw.arg}
 
 
+RESOURCE_KEYS = ("cpu", "gpu", "memory", "queue")
+QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def _check_resources(args: dict, step: str, file: str, line: int) -> None:
+    """Reject @resources arguments that a worker could not route or apply."""
+    for key, value in args.items():
+        if key not in RESOURCE_KEYS:
+            raise FlowGraphError(
+                f"@resources on step '{step}' has an unknown argument {key!r}",
+                file=file, line=line,
+                fix=f"Use only {', '.join(RESOURCE_KEYS)}.",
+            )
+        if key == "queue":
+            if not isinstance(value, str) or not QUEUE_NAME.fullmatch(value):
+                raise FlowGraphError(
+                    f"@resources(queue={value!r}) on step '{step}' is not a valid queue name",
+                    file=file, line=line,
+                    fix="Use 1 to 100 letters, digits, '_', '.' or '-', for example queue='gpu'.",
+                )
+            continue
+        # cpu may be fractional (0.5); memory is in megabytes and gpu a device count.
+        valid = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+        if valid and key != "cpu":
+            valid = isinstance(value, int)
+        if not valid:
+            kind = "a positive number" if key == "cpu" else "a positive integer"
+            raise FlowGraphError(
+                f"@resources({key}={value!r}) on step '{step}' must be {kind}",
+                file=file, line=line,
+                fix="Write for example @resources(cpu=2, memory=4096) with memory in MB.",
+            )
+
+
 def _is_flowspec_class(node: ast.ClassDef) -> bool:
     for base in node.bases:
         name = base.id if isinstance(base, ast.Name) else getattr(base, "attr", None)
@@ -101,6 +138,8 @@ def _parse_step(func: ast.FunctionDef, file: str) -> _Step:
         name = _decorator_name(deco)
         if name in STEP_DECORATORS:
             decorators[name] = _decorator_args(deco, file)
+    if "resources" in decorators:
+        _check_resources(decorators["resources"], func.name, file, func.lineno)
     arg_count = len(func.args.args)
     if arg_count not in (1, 2):
         raise FlowGraphError(
