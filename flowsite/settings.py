@@ -24,6 +24,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_htmx",
     "template_partials",
     "django_celery_beat",
@@ -173,6 +174,10 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 5
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2}
 
 REST_FRAMEWORK = {
+    # Swagger UI's files come from drf-spectacular-sidecar, so /api/v1/docs works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "tokens.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",

@@ -200,7 +200,8 @@ def build_spec(task: Task, output_dir: str, code_dir: Path) -> dict:
         "client": {
             "url": settings.FLOWSITE_API_URL,
             "token": make_step_token(run),
-            "namespace": run.client_namespace or run.identity_namespace,
+            "namespace": run.identity_namespace if run.client_namespace is None
+            else run.client_namespace,
         },
     }
 

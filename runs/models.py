@@ -46,7 +46,8 @@ class Run(models.Model):
     )
     # The namespace that is the run's identity: user:<login> or production:<id>.
     identity_namespace = models.CharField(max_length=300)
-    # The namespace steps see in the client API (run --namespace); None means the identity.
+    # The namespace steps see in the client API (run --namespace); None means the
+    # identity namespace and '' the global namespace.
     client_namespace = models.CharField(max_length=500, null=True, blank=True)
     triggered_by = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -160,6 +160,8 @@ def run_create(
     parameters_validate(parameters, parameter_specs)
     user_tags = user_tags_validate(user_tags)
     system_tags = system_tags_for(
+    if client_namespace:
+        client_namespace = user_tags_validate([client_namespace])[0]
         identity_namespace=identity_namespace, runtime=runtime, python_version=python_version
     )
     # A user tag equal to one of the run's own system tags adds nothing.
@@ -189,7 +191,8 @@ def run_create(
             number=number,
             user=user,
             identity_namespace=identity_namespace,
-            client_namespace=client_namespace or None,
+            # '' is kept: it means steps read the global namespace.
+            client_namespace=client_namespace,
             triggered_by=triggered_by,
             parameters=parameters,
             parameter_specs=parameter_specs,

@@ -87,8 +87,12 @@ def _split(pathspec: str, parts: int, form: str) -> list[str]:
     return pieces
 
 
-def _mismatch(kind: str, pathspec: str, error: NamespaceMismatch) -> NamespaceMismatch:
-    return error
+def _mismatch(kind: str, pathspec: str, run_pathspec: str,
+              error: NamespaceMismatch) -> NamespaceMismatch:
+    """Name the object the caller asked for, not only its run, in a namespace error."""
+    message = str(error).replace(f"Run {run_pathspec}", f"{kind} {pathspec} (of run "
+                                 f"{run_pathspec})", 1)
+    return NamespaceMismatch(message)
 
 
 class _Object:
@@ -371,7 +375,11 @@ class Step(_Tagged, _Object):
     def __init__(self, pathspec: str, _namespace_check: bool = True, _run: Run | None = None,
                  _data: dict | None = None):
         flow, number, name = _split(pathspec, 3, "FlowName/RunId/StepName")
-        self._run = _run or Run(f"{flow}/{number}", _namespace_check=_namespace_check)
+        try:
+            self._run = _run or Run(f"{flow}/{number}", _namespace_check=_namespace_check)
+        except NamespaceMismatch as error:
+            raise _mismatch("Step", f"{flow}/{number}/{name}", f"{flow}/{number}",
+                            error) from None
         if _data is None:
             _data = http.get(f"runs/{_q(flow)}/{_q(number)}/steps/{_q(name)}",
                              params=self._run._params())
@@ -460,7 +468,11 @@ class Task(_Tagged, _Object):
     def __init__(self, pathspec: str, _namespace_check: bool = True, _run: Run | None = None,
                  _data: dict | None = None, attempt: int | None = None):
         flow, number, step, task_id = _split(pathspec, 4, "FlowName/RunId/StepName/TaskId")
-        self._run = _run or Run(f"{flow}/{number}", _namespace_check=_namespace_check)
+        try:
+            self._run = _run or Run(f"{flow}/{number}", _namespace_check=_namespace_check)
+        except NamespaceMismatch as error:
+            raise _mismatch("Task", f"{flow}/{number}/{step}/{task_id}", f"{flow}/{number}",
+                            error) from None
         self._base = f"tasks/{_q(flow)}/{_q(number)}/{_q(step)}/{_q(task_id)}"
         if _data is None:
             _data = http.get(self._base, params=self._run._params())

@@ -176,7 +176,8 @@ def run(spec: dict) -> dict:
         os.environ["FLOWSITE_TOKEN"] = client["token"]
     from flowsite.sdk import client as client_api
 
-    client_api.namespace(client.get("namespace") or values.get("namespace"))
+    # An empty namespace from `run --namespace ''` means global, so it must not fall back.
+    client_api.namespace(client.get("namespace", values.get("namespace")))
 
     if is_join:
         views = Inputs(InputView(item["step"], item["artifacts"]) for item in inputs)

@@ -131,14 +131,23 @@ class TagEventSerializer(serializers.ModelSerializer):
         return event.actor or (event.user.username if event.user_id else "")
 
 
+class TagField(serializers.CharField):
+    """A tag, passed through unchanged: the tag service checks every rule (length, NUL,
+    surrogates, system prefixes) so the API and the SDK report one message per rule."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_blank=True, trim_whitespace=False, **kwargs)
+        self.validators = []
+
+    def to_internal_value(self, data):
+        return data
+
+
 class TagMutationSerializer(serializers.Serializer):
-    add = serializers.ListField(child=serializers.CharField(allow_blank=True, trim_whitespace=False,
-                                                            max_length=10000),
-                                required=False, default=list, max_length=1000)
-    remove = serializers.ListField(child=serializers.CharField(allow_blank=True,
-                                                               trim_whitespace=False,
-                                                               max_length=10000),
-                                   required=False, default=list, max_length=1000)
+    add = serializers.ListField(child=TagField(), required=False, default=list,
+                                max_length=1000)
+    remove = serializers.ListField(child=TagField(), required=False, default=list,
+                                   max_length=1000)
 
 
 class RunCreateSerializer(serializers.Serializer):
