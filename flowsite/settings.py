@@ -140,6 +140,9 @@ FLOWSITE_API_URL = os.environ.get("FLOWSITE_API_URL", "http://127.0.0.1:8000")
 FLOWSITE_HEARTBEAT_TIMEOUT = config.env_int("FLOWSITE_HEARTBEAT_TIMEOUT", 120, minimum=5)
 FLOWSITE_HEARTBEAT_INTERVAL = config.env_int("FLOWSITE_HEARTBEAT_INTERVAL", 5, minimum=1)
 FLOWSITE_WORK_DIR = os.environ.get("FLOWSITE_WORK_DIR", str(VAR_DIR / "work"))
+# When set, deployed schedules fire every this many seconds instead of on their cron
+# expression; for tests and demos, never for production.
+FLOWSITE_SCHEDULE_EVERY_SECONDS = config.env_int("FLOWSITE_SCHEDULE_EVERY_SECONDS", 0)
 
 # Celery. The embedded default is kombu's filesystem transport under var/broker.
 CELERY_BROKER_URL = config.broker_url()

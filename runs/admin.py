@@ -58,4 +58,31 @@ class TagEventAdmin(admin.ModelAdmin):
 admin.site.register(models.TagCount)
 admin.site.register(models.CodePackage)
 admin.site.register(models.ArtifactBlob)
-admin.site.register(models.Deployment)
+@admin.register(models.Deployment)
+class DeploymentAdmin(admin.ModelAdmin):
+    list_display = ("flow", "namespace", "deployed_by", "deployed_at", "schedule", "paused")
+    search_fields = ("flow__name", "namespace")
+    raw_id_fields = ("flow", "deployed_by", "code_package", "periodic_task")
+    # The hash is of no use to a reader; the token itself is never stored.
+    exclude = ("token_hash",)
+    readonly_fields = ("namespace", "generation", "token_issued_at", "graph",
+                       "parameter_specs")
+
+
+@admin.register(models.DeploymentEvent)
+class DeploymentEventAdmin(admin.ModelAdmin):
+    """The audit log is read-only here, as everywhere else."""
+
+    list_display = ("created_at", "flow_name", "action", "actor", "namespace")
+    list_filter = ("action",)
+    search_fields = ("flow_name", "actor")
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

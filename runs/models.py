@@ -96,6 +96,13 @@ class Run(models.Model):
         return f"{self.flow.name}/{self.number}"
 
     @property
+    def started_by(self) -> str:
+        """Who or what started the run: a login, or the trigger of a production run."""
+        if self.user_id:
+            return self.user.username
+        return self.triggered_by or "unknown"
+
+    @property
     def finished(self) -> bool:
         return self.status in TERMINAL
 
@@ -291,11 +298,17 @@ class Artifact(models.Model):
 
 
 class Deployment(models.Model):
-    """A flow deployed to production (filled in by the deployment services)."""
+    """A flow deployed to production: its code, its production namespace and the
+    hash of the production token that authorizes changes to it."""
 
     flow = models.OneToOneField(Flow, on_delete=models.CASCADE, related_name="deployment")
+    # Public name of the namespace production runs are tagged with; not a secret.
     namespace = models.CharField(max_length=300, unique=True)
+    # SHA-256 of the production token; the token itself is never stored.
     token_hash = models.CharField(max_length=128)
+    token_issued_at = models.DateTimeField(null=True, blank=True)
+    # How many times the namespace was replaced (--generate-new-token or an admin reset).
+    generation = models.IntegerField(default=0)
     deployed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -307,5 +320,47 @@ class Deployment(models.Model):
     parameter_specs = models.JSONField(default=list, blank=True)
     tags = models.JSONField(default=list, blank=True)
     client_namespace = models.CharField(max_length=500, null=True, blank=True)
+    # A five-field cron expression in UTC, or "" for a deployment without a schedule.
     schedule = models.CharField(max_length=100, blank=True, default="")
     paused = models.BooleanField(default=False)
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask", null=True, blank=True,
+        on_delete=models.SET_NULL, related_name="+",
+    )
+
+    def __str__(self) -> str:
+        return f"{self.flow.name} ({self.namespace})"
+
+
+class DeploymentEvent(models.Model):
+    """One entry of the deployment audit log. Kept after its deployment is deleted."""
+
+    class Action(models.TextChoices):
+        DEPLOY = "deploy"
+        REFUSE = "refuse"
+        TOKEN_ISSUE = "token_issue"
+        NAMESPACE_RESET = "namespace_reset"
+        PAUSE = "pause"
+        RESUME = "resume"
+        TRIGGER = "trigger"
+        DELETE = "delete"
+
+    deployment = models.ForeignKey(
+        Deployment, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    # Copied so the entry still reads right after the deployment is deleted.
+    flow_name = models.CharField(max_length=200)
+    namespace = models.CharField(max_length=300, blank=True, default="")
+    action = models.CharField(max_length=20, choices=Action.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    actor = models.CharField(max_length=200, blank=True, default="")
+    message = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["flow_name", "-id"], name="deployevent_flow_newest"),
+        ]

@@ -21,3 +21,11 @@ def sweep() -> dict:
     from runs.execution import sweep as run_sweep
 
     return run_sweep()
+
+
+@shared_task(name="runs.deployment_trigger_scheduled")
+def deployment_trigger_scheduled(deployment_id: int) -> None:
+    """Start the production run that a deployment's beat schedule asked for."""
+    from runs.deployments import deployment_trigger_scheduled as trigger
+
+    trigger(deployment_id)

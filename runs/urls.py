@@ -1,6 +1,6 @@
 from django.urls import path
 
-from runs.web import views
+from runs.web import resume_views, views
 
 app_name = "runs"
 
@@ -10,5 +10,6 @@ urlpatterns = [
     path("", views.run_list, name="list"),
     path("flows/<str:flow>", views.flow_detail, name="flow"),
     path(RUN, views.run_detail, name="run"),
+    path(f"{RUN}/resume", resume_views.run_resume_page, name="resume"),
     path(f"{RUN}/<str:step>/<str:task_id>", views.task_detail, name="task"),
 ]

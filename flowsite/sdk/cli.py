@@ -88,7 +88,8 @@ def parse_parameters(flow: FlowContext, args: list[str]) -> dict:
 
 
 def submit(flow: FlowContext, *, parameters: dict, tags: list[str], namespace: str | None,
-           extra: dict | None = None, endpoint: str = "runs") -> dict:
+           extra: dict | None = None, endpoint: str = "runs",
+           headers: dict | None = None) -> dict:
     from flowsite.sdk import package
 
     try:
@@ -107,7 +108,8 @@ def submit(flow: FlowContext, *, parameters: dict, tags: list[str], namespace: s
     }
     meta.update(extra or {})
     return http.post(endpoint, data={"metadata": json.dumps(meta)},
-                     files={"package": ("package.tar.gz", data, "application/gzip")})
+                     files={"package": ("package.tar.gz", data, "application/gzip")},
+                     headers=dict(headers or {}))
 
 
 def follow(run: dict, *, quiet: bool = False) -> int:

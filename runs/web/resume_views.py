@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from runs import selectors
 from runs.errors import ServiceError
 from runs.resume import run_resume
-from runs.web.views import error_page
 
 logger = logging.getLogger(__name__)
 
@@ -31,5 +30,7 @@ def run_resume_page(request, flow, run_id):
     except ServiceError as exc:
         logger.info("resume of %s/%s by %s rejected: %s", flow, run_id,
                     request.user.username, exc)
-        return error_page(request, exc, exc.status)
+        # A namespace never blocks a resume, so the plain error page has all it needs.
+        return render(request, "runs/error.html", {"message": str(exc), "error": exc},
+                      status=exc.status)
     return redirect("runs:run", flow=run.flow.name, run_id=run.number)
