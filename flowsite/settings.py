@@ -110,6 +110,12 @@ elif ARTIFACT_STORAGE == "s3":
             "default_acl": None,
             "querystring_auth": False,
         },
+# Seconds between two runs of the sweep (runs.sweep on Celery beat), which fails
+# tasks whose heartbeat stopped and queues again tasks the broker never took.
+FLOWSITE_SWEEP_INTERVAL = config.env_int("FLOWSITE_SWEEP_INTERVAL", 30, minimum=1)
+# Queue that receives the sweep; empty means the default queue. A worker that
+# consumes it must be running, or lost tasks are never failed.
+FLOWSITE_SWEEP_QUEUE = os.environ.get("FLOWSITE_SWEEP_QUEUE", "")
     }
     if not _artifact_backend["OPTIONS"]["bucket_name"]:
         raise config.ConfigError("FLOWSITE_STORAGE=s3 needs FLOWSITE_S3_BUCKET.")

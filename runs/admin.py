@@ -58,6 +58,8 @@ class TagEventAdmin(admin.ModelAdmin):
 admin.site.register(models.TagCount)
 admin.site.register(models.CodePackage)
 admin.site.register(models.ArtifactBlob)
+
+
 @admin.register(models.Deployment)
 class DeploymentAdmin(admin.ModelAdmin):
     list_display = ("flow", "namespace", "deployed_by", "deployed_at", "schedule", "paused")

@@ -35,6 +35,9 @@ LOG_FLUSH_SECONDS = 0.25
 MAX_LOG_BYTES = 20 * 1024 * 1024
 SDK_ROOT = str(Path(__file__).resolve().parent.parent)
 
+# Loaded here because the child's pre-exec hook runs after fork, where imports can deadlock.
+_LIBC = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
+PR_SET_PDEATHSIG = 1
 
 def work_dir() -> Path:
     path = Path(settings.FLOWSITE_WORK_DIR)
@@ -302,8 +305,23 @@ def run_child(task: Task, spec_path: str, code_dir: Path, writer: LogWriter) -> 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
+def _child_setup(task: Task):
+    """Return the function the child runs before the step: die with the worker, cap memory."""
+    memory_limit = _memory_limit(task)
+
+    def setup():
+        # The child has its own session so a kill reaches its whole process group, but
+        # then a SIGKILLed worker would leave it running. Linux sends it SIGKILL instead.
+        if _LIBC is not None:
+            _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if memory_limit is not None:
+            memory_limit()
+
+    return setup
+
+
         start_new_session=True,
-        preexec_fn=_memory_limit(task),
+        preexec_fn=_child_setup(task),
     )
     threads = [
         threading.Thread(target=writer.reader, args=(process.stdout, "stdout"), daemon=True),
@@ -481,7 +499,7 @@ def sweep() -> dict:
     timeout = timezone.timedelta(seconds=settings.FLOWSITE_HEARTBEAT_TIMEOUT)
     lost = list(
         Task.objects.filter(status=Status.RUNNING, heartbeat_at__lt=now - timeout)
-        .values_list("id", flat=True)[:500]
+        .values_list("id", "attempt")[:500]
     )
     for task_id in lost:
         logger.warning("task %s lost its heartbeat; marking the attempt failed", task_id)

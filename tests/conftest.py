@@ -48,7 +48,7 @@ class Worker:
     """A real `celery worker` process on the configured broker and the test database."""
 
     def __init__(self, *, concurrency: int = 2, name: str = "worker1", queues: str = "default",
-                 extra_env: dict | None = None):
+                 extra_env: dict | None = None, beat: bool = False):
         self.name = name
         self.log_path = _VAR / f"{name}.log"
         env = dict(os.environ)
@@ -57,11 +57,18 @@ class Worker:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "flowsite.celery_app", "worker",
              "-l", "info", "-c", str(concurrency), "-n", f"{name}@%h", "-Q", queues,
-             "--without-gossip", "--without-mingle"],
+             "--without-gossip", "--without-mingle", *self.beat_args(beat)],
             cwd=str(ROOT), env=env, stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.wait_ready()
+
+    def beat_args(self, beat: bool) -> list[str]:
+        """Embed a beat scheduler (the periodic sweep) that keeps its state in a file."""
+        if not beat:
+            return []
+        schedule = _VAR / f"{self.name}-beat-schedule"
+        return ["-B", "-S", "celery.beat:PersistentScheduler", "-s", str(schedule)]
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

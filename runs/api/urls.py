@@ -1,7 +1,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from runs.api import resume_views, views
+from runs.api import deploy_views, resume_views, views
 
 RUN = "runs/<str:flow>/<str:run_id>"
 TASK = "tasks/<str:flow>/<str:run_id>/<str:step>/<str:task_id>"
@@ -15,6 +15,23 @@ urlpatterns = [
     path("tags/suggest", views.TagSuggestView.as_view(), name="api-tag-suggest"),
     path("tokens", views.TokenListView.as_view(), name="api-tokens"),
     path("tokens/<int:token_id>", views.TokenDetailView.as_view(), name="api-token"),
+    path("deployments", deploy_views.DeploymentListView.as_view(), name="api-deployments"),
+    path("deployments/events", deploy_views.DeploymentEventListView.as_view(),
+         name="api-deployment-events"),
+    path("deployments/<str:flow>", deploy_views.DeploymentDetailView.as_view(),
+         name="api-deployment"),
+    path("deployments/<str:flow>/trigger", deploy_views.DeploymentTriggerView.as_view(),
+         name="api-deployment-trigger"),
+    path("deployments/<str:flow>/pause", deploy_views.DeploymentPauseView.as_view(),
+         name="api-deployment-pause"),
+    path("deployments/<str:flow>/resume", deploy_views.DeploymentResumeView.as_view(),
+         name="api-deployment-resume"),
+    path("deployments/<str:flow>/token", deploy_views.DeploymentTokenView.as_view(),
+         name="api-deployment-token"),
+    path("deployments/<str:flow>/reset", deploy_views.DeploymentResetView.as_view(),
+         name="api-deployment-reset"),
+    path("deployments/<str:flow>/events", deploy_views.DeploymentEventListView.as_view(),
+         name="api-deployment-flow-events"),
     path("flows", views.FlowListView.as_view(), name="api-flows"),
     path("flows/<str:flow>", views.FlowDetailView.as_view(), name="api-flow"),
     path("flows/<str:flow>/resume", resume_views.FlowResumeView.as_view(),
