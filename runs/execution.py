@@ -3,6 +3,7 @@ stream its logs, store its artifacts, and hand the result to the services."""
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import hashlib
 import json
