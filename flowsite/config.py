@@ -122,3 +122,40 @@ def broker_url() -> str:
             "Use redis://HOST:PORT/DB, or leave it unset for the embedded broker."
         )
     return url
+
+
+def artifact_storage(env, var: Path) -> dict:
+    """Build the "artifacts" entry of STORAGES from FLOWSITE_STORAGE and its variables.
+
+    Tests call this with their own mapping to point the web process at a test bucket.
+    """
+    kind = env.get("FLOWSITE_STORAGE", "local")
+    if kind == "local":
+        return {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": env.get("FLOWSITE_STORAGE_DIR") or str(var / "storage")},
+        }
+    if kind != "s3":
+        raise ConfigError(f"FLOWSITE_STORAGE={kind!r} is not supported. Use 'local' or 's3'.")
+    bucket = env.get("FLOWSITE_S3_BUCKET", "")
+    if not bucket:
+        raise ConfigError(
+            "FLOWSITE_STORAGE=s3 needs FLOWSITE_S3_BUCKET, the name of an existing bucket."
+        )
+    return {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": bucket,
+            "location": env.get("FLOWSITE_S3_PREFIX", "flowsite"),
+            # Unset means AWS itself; set it for MinIO, Ceph, R2 or a test server.
+            "endpoint_url": env.get("FLOWSITE_S3_ENDPOINT_URL") or None,
+            "region_name": env.get("FLOWSITE_S3_REGION") or None,
+            # Unset keys let boto3 find credentials itself (instance role, ~/.aws).
+            "access_key": env.get("AWS_ACCESS_KEY_ID") or None,
+            "secret_key": env.get("AWS_SECRET_ACCESS_KEY") or None,
+            # Keys are content hashes, so writing the same key again writes the same bytes.
+            "file_overwrite": True,
+            "default_acl": None,
+            "querystring_auth": False,
+        },
+    }

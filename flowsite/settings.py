@@ -87,42 +87,7 @@ STATIC_ROOT = VAR_DIR / "staticfiles"
 # Artifacts, logs and code packages go through the "artifacts" storage alias only,
 # so workers and the web server never need a shared disk.
 ARTIFACT_STORAGE = os.environ.get("FLOWSITE_STORAGE", "local")
-if ARTIFACT_STORAGE == "local":
-    _artifact_backend = {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {
-            "location": os.environ.get(
-                "FLOWSITE_STORAGE_DIR", str(VAR_DIR / "storage")
-            )
-        },
-    }
-elif ARTIFACT_STORAGE == "s3":
-    _artifact_backend = {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {
-            "bucket_name": os.environ.get("FLOWSITE_S3_BUCKET", ""),
-            "location": os.environ.get("FLOWSITE_S3_PREFIX", "flowsite"),
-            "endpoint_url": os.environ.get("FLOWSITE_S3_ENDPOINT_URL") or None,
-            "region_name": os.environ.get("FLOWSITE_S3_REGION") or None,
-            "access_key": os.environ.get("AWS_ACCESS_KEY_ID") or None,
-            "secret_key": os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
-            "file_overwrite": True,
-            "default_acl": None,
-            "querystring_auth": False,
-        },
-# Seconds between two runs of the sweep (runs.sweep on Celery beat), which fails
-# tasks whose heartbeat stopped and queues again tasks the broker never took.
-FLOWSITE_SWEEP_INTERVAL = config.env_int("FLOWSITE_SWEEP_INTERVAL", 30, minimum=1)
-# Queue that receives the sweep; empty means the default queue. A worker that
-# consumes it must be running, or lost tasks are never failed.
-FLOWSITE_SWEEP_QUEUE = os.environ.get("FLOWSITE_SWEEP_QUEUE", "")
-    }
-    if not _artifact_backend["OPTIONS"]["bucket_name"]:
-        raise config.ConfigError("FLOWSITE_STORAGE=s3 needs FLOWSITE_S3_BUCKET.")
-else:
-    raise config.ConfigError(
-        f"FLOWSITE_STORAGE={ARTIFACT_STORAGE!r} is not supported. Use 'local' or 's3'."
-    )
+_artifact_backend = config.artifact_storage(os.environ, VAR_DIR)
 
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -145,6 +110,12 @@ FLOWSITE_API_URL = os.environ.get("FLOWSITE_API_URL", "http://127.0.0.1:8000")
 # Seconds without a heartbeat after which a running task is marked failed.
 FLOWSITE_HEARTBEAT_TIMEOUT = config.env_int("FLOWSITE_HEARTBEAT_TIMEOUT", 120, minimum=5)
 FLOWSITE_HEARTBEAT_INTERVAL = config.env_int("FLOWSITE_HEARTBEAT_INTERVAL", 5, minimum=1)
+# Seconds between two runs of the sweep (runs.sweep on Celery beat), which fails
+# tasks whose heartbeat stopped and queues again tasks the broker never took.
+FLOWSITE_SWEEP_INTERVAL = config.env_int("FLOWSITE_SWEEP_INTERVAL", 30, minimum=1)
+# Queue that receives the sweep; empty means the default queue. A worker that
+# consumes it must be running, or lost tasks are never failed.
+FLOWSITE_SWEEP_QUEUE = os.environ.get("FLOWSITE_SWEEP_QUEUE", "")
 FLOWSITE_WORK_DIR = os.environ.get("FLOWSITE_WORK_DIR", str(VAR_DIR / "work"))
 # When set, deployed schedules fire every this many seconds instead of on their cron
 # expression; for tests and demos, never for production.
@@ -159,6 +130,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_in": str(_broker_dir),
         "data_folder_out": str(_broker_dir),
         "processed_folder": str(_broker_dir / "processed"),
+        # kombu's default is ./control, which would litter the folder the process starts in.
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
         # The default of one second would add up to a second to every task hand-off.
         "polling_interval": 0.05,
@@ -175,7 +148,10 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_DEFAULT_QUEUE = "default"
+# Steps without @resources(queue=...) go to this queue. Two installations that share
+# one Redis database keep apart by giving each its own default queue.
+FLOWSITE_DEFAULT_QUEUE = os.environ.get("FLOWSITE_DEFAULT_QUEUE", "default")
+CELERY_TASK_DEFAULT_QUEUE = FLOWSITE_DEFAULT_QUEUE
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -183,10 +159,6 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 5
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2}
 
 REST_FRAMEWORK = {
-    # Swagger UI's files come from drf-spectacular-sidecar, so /api/v1/docs works offline.
-    "SWAGGER_UI_DIST": "SIDECAR",
-    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "REDOC_DIST": "SIDECAR",
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "tokens.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
@@ -205,6 +177,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Runs, steps, tasks, artifacts, logs, tags and namespaces.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI's files come from drf-spectacular-sidecar, so /api/v1/docs works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -35,10 +35,10 @@ logger = logging.getLogger(__name__)
 LOG_FLUSH_SECONDS = 0.25
 MAX_LOG_BYTES = 20 * 1024 * 1024
 SDK_ROOT = str(Path(__file__).resolve().parent.parent)
-
 # Loaded here because the child's pre-exec hook runs after fork, where imports can deadlock.
 _LIBC = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
 PR_SET_PDEATHSIG = 1
+
 
 def work_dir() -> Path:
     path = Path(settings.FLOWSITE_WORK_DIR)
@@ -269,6 +269,23 @@ def _child_env(code_dir: Path) -> dict:
     return env
 
 
+def _resources_env(task: Task) -> dict:
+    """Pass the step's @resources requests to its process, for libraries that size
+    thread pools or batches from them."""
+    requested = task.run.graph["steps"][task.step_name].get("decorators", {}).get(
+        "resources", {}
+    )
+    env = {}
+    if requested.get("cpu"):
+        env["FLOWSITE_CPU"] = str(requested["cpu"])
+    if requested.get("memory"):
+        env["FLOWSITE_MEMORY_MB"] = str(int(requested["memory"]))
+    if requested.get("gpu"):
+        env["FLOWSITE_GPU"] = str(requested["gpu"])
+    env["FLOWSITE_QUEUE"] = task.queue
+    return env
+
+
 def _memory_limit(task: Task):
     memory = task.run.graph["steps"][task.step_name].get("decorators", {}).get(
         "resources", {}
@@ -288,24 +305,6 @@ def _memory_limit(task: Task):
     return apply
 
 
-def run_child(task: Task, spec_path: str, code_dir: Path, writer: LogWriter) -> tuple[int, str]:
-    """Run the step; return (exit code, reason) where reason explains a kill."""
-    decorators = task.run.graph["steps"][task.step_name].get("decorators", {})
-    timeout_spec = decorators.get("timeout", {})
-    limit = None
-    if timeout_spec:
-        limit = (
-            float(timeout_spec.get("seconds", 0))
-            + 60 * float(timeout_spec.get("minutes", 0))
-            + 3600 * float(timeout_spec.get("hours", 0))
-        ) or None
-    process = subprocess.Popen(
-        [sys.executable, "-m", "flowsite.sdk.runner", spec_path],
-        cwd=str(code_dir),
-        env=_child_env(code_dir),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
 def _child_setup(task: Task):
     """Return the function the child runs before the step: die with the worker, cap memory."""
     memory_limit = _memory_limit(task)
@@ -321,6 +320,24 @@ def _child_setup(task: Task):
     return setup
 
 
+def run_child(task: Task, spec_path: str, code_dir: Path, writer: LogWriter) -> tuple[int, str]:
+    """Run the step; return (exit code, reason) where reason explains a kill."""
+    decorators = task.run.graph["steps"][task.step_name].get("decorators", {})
+    timeout_spec = decorators.get("timeout", {})
+    limit = None
+    if timeout_spec:
+        limit = (
+            float(timeout_spec.get("seconds", 0))
+            + 60 * float(timeout_spec.get("minutes", 0))
+            + 3600 * float(timeout_spec.get("hours", 0))
+        ) or None
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flowsite.sdk.runner", spec_path],
+        cwd=str(code_dir),
+        env={**_child_env(code_dir), **_resources_env(task)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
         start_new_session=True,
         preexec_fn=_child_setup(task),
     )
@@ -502,10 +519,15 @@ def sweep() -> dict:
         Task.objects.filter(status=Status.RUNNING, heartbeat_at__lt=now - timeout)
         .values_list("id", "attempt")[:500]
     )
-    for task_id in lost:
-        logger.warning("task %s lost its heartbeat; marking the attempt failed", task_id)
-        services.task_fail(task_id=task_id, error="worker lost: no heartbeat for "
-                           f"{settings.FLOWSITE_HEARTBEAT_TIMEOUT} s")
+    for task_id, attempt in lost:
+        error = f"worker lost: no heartbeat for {settings.FLOWSITE_HEARTBEAT_TIMEOUT} s"
+        logger.warning("task %s attempt %s lost its heartbeat; marking it failed",
+                       task_id, attempt)
+        TaskAttempt.objects.filter(task_id=task_id, number=attempt,
+                                   status=Status.RUNNING).update(
+            status=Status.FAILED, finished_at=now, error=error
+        )
+        services.task_fail(task_id=task_id, error=error)
     unqueued = list(
         Task.objects.filter(
             Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - timeout),

@@ -17,8 +17,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--username", default=os.environ.get("FLOWSITE_ADMIN", "admin"))
-        parser.add_argument("--url", default=os.environ.get("FLOWSITE_URL",
-                                                            "http://127.0.0.1:8000"))
+        # flowsite_run listens on FLOWSITE_ADDR, so the stored URL must point there too.
+        address = os.environ.get("FLOWSITE_ADDR", "127.0.0.1:8000")
+        parser.add_argument("--url", default=os.environ.get("FLOWSITE_URL", f"http://{address}"),
+                            help="Server URL stored with the CLI token (default: FLOWSITE_URL, "
+                            "else http://FLOWSITE_ADDR).")
 
     def handle(self, *args, username, url, **options):
         User = get_user_model()

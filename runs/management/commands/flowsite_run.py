@@ -2,12 +2,28 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _wait_for_port(addr: str, processes, timeout: float) -> None:
+    host, _, port = addr.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and all(p.poll() is None for p in processes):
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port)), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.2)
 
 
 class Command(BaseCommand):
@@ -28,7 +44,14 @@ class Command(BaseCommand):
              "-s", beat_schedule, "-l", "info", "-c", str(concurrency), "-n", "local@%h",
              "--without-gossip", "--without-mingle"],
         ]
+        # The children run in their own sessions, so a terminal's Ctrl-C reaches only this
+        # process; SIGTERM takes the same path, so neither leaves the children running.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         processes = [subprocess.Popen(cmd, env=env, start_new_session=True) for cmd in commands]
+        # Print the URL once the web server accepts connections, so the suggested command
+        # works straight away.
+        _wait_for_port(addr, processes, timeout=30)
         self.stdout.write(self.style.SUCCESS(
             f"Flowsite is running at http://{addr}/ (database: "
             f"{settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}, broker: "
