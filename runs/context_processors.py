@@ -1,7 +1,12 @@
-from runs.web.namespaces import current_namespace
+from runs.web.namespaces import current_namespace, namespace_query_value
 
 
 def namespace(request):
     if not getattr(request, "user", None) or not request.user.is_authenticated:
         return {}
-    return {"current_namespace": current_namespace(request)}
+    current = current_namespace(request)
+    return {
+        "current_namespace": current,
+        "ns_value": namespace_query_value(current),
+        "own_namespace": f"user:{request.user.username}",
+    }

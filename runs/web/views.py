@@ -1,102 +1,292 @@
-"""Dashboard pages. Each view checks access, builds a context and renders."""
+"""Dashboard pages: the runs list, bulk tagging, tag suggestions, the flow page and "go to".
+
+Each view checks access, builds a context and renders one template. An HTMX request
+renders only the partial it needs; a plain request renders the whole page, so every
+page also works without JavaScript.
+"""
 
 from __future__ import annotations
 
+import logging
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+from django.db import transaction
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.cache import patch_vary_headers
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
 
-from runs import selectors
-from runs.errors import NamespaceMismatch, NotFound, ValidationFailed
-from runs.models import Artifact, LogChunk, Task
-from runs.web.namespaces import current_namespace, namespace_query_value
+from runs import selectors, services
+from runs.errors import NamespaceMismatch, NotFound, ServiceError, ValidationFailed
+from runs.models import Run, TagCount
+from runs.web.filters import RunFilters
+from runs.web.namespaces import current_namespace, namespace_query
+
+logger = logging.getLogger(__name__)
+
+PAGE_SIZE = 50
+# The live refresh re-reads every row between the newest and the oldest one shown;
+# past this many rows the page stops refreshing older rows.
+MAX_LIVE_ROWS = 1000
+# Runs one bulk action may tag, so a click cannot lock thousands of rows at once.
+MAX_BULK_RUNS = 200
+NEW_RUNS_CAP = 100
+SUGGESTIONS = 12
 
 
-def _error(request, exc, status):
-    return render(request, "runs/error.html", {"message": str(exc), "error": exc}, status=status)
+def is_partial(request) -> bool:
+    """True for an HTMX request that swaps a part of the page.
+
+    A history restore (back button after the cache dropped the page) needs the whole page.
+    """
+    return bool(request.htmx) and not request.htmx.history_restore_request
+
+
+def render_page(request, template, context, *, partial=None, status=200):
+    """Render the whole page, or only `partial` for an HTMX request."""
+    name = f"{template}#{partial}" if partial and is_partial(request) else template
+    response = render(request, name, context, status=status)
+    # The same URL returns a partial or a page depending on this header, so caches
+    # (the browser's back/forward cache included) must keep them apart.
+    patch_vary_headers(response, ["HX-Request"])
+    return response
+
+
+def error_page(request, exc, status):
+    context = {"message": str(exc), "error": exc}
+    if isinstance(exc, NamespaceMismatch):
+        context["run_namespace"] = exc.details.get("run_namespace")
+        context["switch_query"] = namespace_query(exc.details.get("run_namespace"))
+        context["global_query"] = namespace_query(None)
+    return render_page(request, "runs/error.html", context, partial="message", status=status)
+
+
+def _int_param(request, name):
+    value = request.GET.get(name, "")
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValidationFailed(f"{name}={value[:20]!r} is not an integer.",
+                               code="invalid_filter") from None
 
 
 @login_required
+@require_GET
 def run_list(request):
-    namespace = current_namespace(request)
+    """The runs table. HTMX parts: results (filter change), more (load more), live (poll)."""
     try:
-        runs = selectors.runs_in_namespace(
-            namespace=namespace,
-            tags=request.GET.getlist("tag"),
-            tag_mode=request.GET.get("tag_mode", "all"),
-            flow=request.GET.get("flow") or None,
-            status=request.GET.get("status") or None,
-            user=request.GET.get("user") or None,
-        )
-        items, next_cursor = selectors.page(
-            selectors.with_tags(runs), cursor=request.GET.get("cursor"),
-            page_size=request.GET.get("page_size"),
-        )
+        filters = RunFilters.from_request(request)
+        runs = filters.queryset()
+        top = _int_param(request, "top")
+        bottom = _int_param(request, "bottom")
+        part = request.GET.get("part", "results") if is_partial(request) else None
+
+        if part == "live" and top is not None and bottom is not None:
+            # Re-read the rows shown, so status and tag changes appear and runs that
+            # no longer match the filter disappear.
+            items = list(selectors.with_tags(
+                runs.filter(id__lte=top, id__gte=bottom))[:MAX_LIVE_ROWS])
+            next_cursor = str(bottom) if runs.filter(id__lt=bottom).exists() else None
+        else:
+            if top is not None:
+                runs_below_top = runs.filter(id__lte=top)
+            else:
+                runs_below_top = runs
+            items, next_cursor = selectors.page(
+                selectors.with_tags(runs_below_top), cursor=request.GET.get("cursor"),
+                page_size=PAGE_SIZE,
+            )
+            if top is None:
+                top = items[0].id if items else (runs.values_list("id", flat=True).first() or 0)
+        if part in ("live", "more"):
+            oldest_shown = items[-1].id if items else bottom
+            bottom = oldest_shown if part == "more" or bottom is None else bottom
+        else:
+            bottom = items[-1].id if items else top
+        new_runs = runs.filter(id__gt=top).values_list("id", flat=True)[:NEW_RUNS_CAP]
+        new_count = len(new_runs)
     except ValidationFailed as exc:
-        return _error(request, exc, 400)
-    return render(request, "runs/run_list.html", {
+        return error_page(request, exc, 400)
+
+    context = {
         "runs": items,
         "next_cursor": next_cursor,
-        "namespace": namespace,
-        "ns_value": namespace_query_value(namespace),
-    })
+        "filters": filters,
+        "filter_query": filters.query_string(),
+        "top": top,
+        "bottom": bottom,
+        "new_count": new_count,
+        "new_count_capped": new_count >= NEW_RUNS_CAP,
+        "live_limited": part == "live" and len(items) >= MAX_LIVE_ROWS,
+        "cursor": request.GET.get("cursor", ""),
+        "statuses": [value for value, _label in Run._meta.get_field("status").choices],
+        "empty_namespace": not items and not filters.active and not request.GET.get("cursor"),
+        "server_url": request.build_absolute_uri("/").rstrip("/"),
+    }
+    partial = {"results": "results", "more": "more", "live": "live"}.get(part, "results")
+    return render_page(request, "runs/run_list.html", context, partial=partial)
 
 
 @login_required
+@require_GET
+def tag_suggest(request):
+    """Tags starting with what was typed, most used first, from the TagCount table."""
+    # The filter bar's text box is named "tag" so that, without JavaScript, submitting
+    # it adds the typed tag to the filter.
+    typed = request.GET.getlist("tag")
+    prefix = (typed[-1] if typed else "").strip()[:500]
+    rows = []
+    if prefix:
+        rows = list(
+            TagCount.objects.filter(name__startswith=prefix, count__gt=0)
+            .order_by("-count", "name")[:SUGGESTIONS]
+        )
+    return render_page(request, "runs/tag_suggest.html", {"suggestions": rows,
+                                                         "prefix": prefix})
+
+
+def _safe_next(request, fallback: str) -> str:
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return fallback
+
+
+@login_required
+@require_POST
+def runs_bulk_tag(request):
+    """Add or remove one tag on every selected run, all or nothing."""
+    back = _safe_next(request, reverse("runs:list"))
+    tag = request.POST.get("tag", "").strip()
+    action = request.POST.get("action", "add")
+    raw_ids = request.POST.getlist("run")
+    error = ""
+    if action not in ("add", "remove"):
+        error = f"Unknown action {action[:20]!r}; use add or remove."
+    elif not tag:
+        error = "Type the tag to add or remove."
+    elif not raw_ids:
+        error = "Select at least one run with the checkboxes first."
+    elif len(raw_ids) > MAX_BULK_RUNS:
+        error = (f"{len(raw_ids)} runs selected; tag at most {MAX_BULK_RUNS} runs in one "
+                 "action.")
+    run_ids = []
+    if not error:
+        try:
+            run_ids = sorted({int(value) for value in raw_ids})
+        except ValueError:
+            error = "The selection contains a run id that is not a number; reload the page."
+
+    changed = 0
+    if not error:
+        runs = list(Run.objects.filter(pk__in=run_ids).order_by("id"))
+        missing = len(run_ids) - len(runs)
+        try:
+            with transaction.atomic():
+                for run in runs:
+                    services.tags_mutate(
+                        run=run, user=request.user,
+                        add=[tag] if action == "add" else [],
+                        remove=[tag] if action == "remove" else [],
+                    )
+                    changed += 1
+        except ServiceError as exc:
+            error = str(exc)
+            changed = 0
+        else:
+            logger.info("bulk %s of tag %r on %d runs by %s", action, tag, changed,
+                        request.user.username)
+            if missing:
+                error = f"{missing} selected runs no longer exist."
+
+    verb = "Added" if action == "add" else "Removed"
+    notice = "" if error and not changed else (
+        f"{verb} tag “{tag}” {'to' if action == 'add' else 'from'} {changed} runs."
+    )
+    if is_partial(request):
+        response = render(request, "runs/run_list.html#bulk-result",
+                          {"notice": notice, "error": error}, status=200 if not error else 400)
+        # Tell the runs table to refresh so the new tags show at once.
+        response["HX-Trigger"] = "runs-changed"
+        if error:
+            # Keep the 4xx status meaningful but let htmx swap the message in.
+            response.status_code = 200
+        return response
+    if error:
+        messages.error(request, error)
+    if notice:
+        messages.success(request, notice)
+    return redirect(back)
+
+
+@login_required
+@require_GET
 def flow_detail(request, flow):
     namespace = current_namespace(request)
-    runs = selectors.with_tags(selectors.runs_in_namespace(namespace=namespace, flow=flow))
-    items, next_cursor = selectors.page(runs, cursor=request.GET.get("cursor"), page_size=50)
-    return render(request, "runs/flow_detail.html", {
+    try:
+        runs = selectors.with_tags(selectors.runs_in_namespace(namespace=namespace, flow=flow))
+        items, next_cursor = selectors.page(runs, cursor=request.GET.get("cursor"),
+                                            page_size=PAGE_SIZE)
+    except ValidationFailed as exc:
+        return error_page(request, exc, 400)
+    flow_exists = items or selectors.flows_in_namespace(None).filter(name=flow).exists()
+    if not flow_exists:
+        return error_page(request, NotFound(
+            f"Flow {flow[:200]} does not exist. Check the spelling: flow names are "
+            "Python class names and case-sensitive."), 404)
+    context = {
         "flow": flow,
         "runs": items,
         "next_cursor": next_cursor,
         "latest": selectors.latest_run(flow, namespace),
         "latest_successful": selectors.latest_run(flow, namespace, successful=True),
         "namespace": namespace,
-    })
-
-
-@login_required
-def run_detail(request, flow, run_id):
-    namespace = current_namespace(request)
-    try:
-        run = selectors.run_get(flow, run_id, namespace=namespace)
-    except NamespaceMismatch as exc:
-        return _error(request, exc, 404)
-    except (NotFound, ValidationFailed) as exc:
-        return _error(request, exc, 404)
-    run = selectors.with_tags(type(run).objects.filter(pk=run.pk)).get()
-    tasks = (
-        Task.objects.filter(run=run).order_by("id")
-        .only("id", "step_name", "status", "attempt", "started_at", "finished_at",
-              "foreach_index", "origin_task_id", "run_id")[:1000]
-    )
-    return render(request, "runs/run_detail.html", {
-        "run": run,
-        "tasks": tasks,
-        "steps": run.steps.order_by("id"),
-        "namespace": namespace,
-    })
-
-
-@login_required
-def task_detail(request, flow, run_id, step, task_id):
-    namespace = current_namespace(request)
-    try:
-        run = selectors.run_get(flow, run_id, namespace=namespace)
-        task = selectors.task_get(run, step, task_id)
-    except (NamespaceMismatch, NotFound, ValidationFailed) as exc:
-        return _error(request, exc, 404)
-    logs = {
-        stream: "".join(
-            LogChunk.objects.filter(task=task, attempt=task.attempt, stream=stream)
-            .order_by("seq").values_list("text", flat=True)[:200]
-        )
-        for stream in ("stdout", "stderr")
     }
-    artifacts = Artifact.objects.filter(task=task, attempt=task.attempt).select_related(
-        "blob").order_by("name")
-    return render(request, "runs/task_detail.html", {
-        "run": run, "task": task, "logs": logs, "artifacts": artifacts,
-        "namespace": namespace,
-    })
+    return render_page(request, "runs/flow_detail.html", context, partial="runs")
+
+
+def _pathspec_target(parts: list[str]):
+    """Return (flow, run number, step, task) from a split pathspec, or raise."""
+    if not 1 <= len(parts) <= 4 or any(not part for part in parts):
+        raise ValidationFailed(
+            "A pathspec is Flow, Flow/run, Flow/run/step or Flow/run/step/task, "
+            "e.g. HelloFlow/546.", code="invalid_pathspec")
+    return parts + [None] * (4 - len(parts))
+
+
+@login_required
+@require_GET
+def go(request):
+    """Open a pathspec; outside the namespace say so and offer the switch, as the SDK does."""
+    raw = request.GET.get("path", "").strip().strip("/")[:1000]
+    namespace = current_namespace(request)
+    ns = namespace_query(namespace)
+    if not raw:
+        return redirect(f"{reverse('runs:list')}?{ns}")
+    try:
+        flow, number, step, task_id = _pathspec_target(raw.split("/"))
+        if number is None:
+            if not selectors.flows_in_namespace(None).filter(name=flow).exists():
+                raise NotFound(f"Flow {flow} does not exist.")
+            return redirect(f"{reverse('runs:flow', args=[flow])}?{ns}")
+        run = selectors.run_get(flow, number, namespace=namespace)
+        if step is None:
+            return redirect(f"{reverse('runs:run', args=[flow, run.number])}?{ns}")
+        if task_id is None:
+            selectors.step_get(run, step)
+            url = reverse("runs:run", args=[flow, run.number])
+            return redirect(f"{url}?{ns}&step={step}#step-tasks")
+        task = selectors.task_get(run, step, task_id)
+        return redirect(
+            f"{reverse('runs:task', args=[flow, run.number, step, task.id])}?{ns}")
+    except NamespaceMismatch as exc:
+        return error_page(request, exc, 404)
+    except (NotFound, ValidationFailed) as exc:
+        return error_page(request, exc, 404 if isinstance(exc, NotFound) else 400)
+
