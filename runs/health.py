@@ -38,7 +38,8 @@ def broker_check() -> None:
         transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
         connect_timeout=CHECK_TIMEOUT,
     ) as broker:
-        broker.ensure_connection(max_retries=1, timeout=CHECK_TIMEOUT)
+        broker.ensure_connection(max_retries=1, interval_start=0, interval_step=0.5,
+                                 timeout=CHECK_TIMEOUT)
 
 
 def storage_check() -> None:
