@@ -16,6 +16,8 @@ class NotFound(FlowsiteException):
 
 class NamespaceMismatch(FlowsiteException):
     headline = "Object not in the current namespace"
+    # The identity namespace of the object's run, when the server reported it.
+    run_namespace: str | None = None
 
 
 class TaggingError(FlowsiteException):

@@ -88,7 +88,9 @@ def _check(response):
             if "login" not in message else message
         )
     if code == "namespace_mismatch":
-        raise NamespaceMismatch(message)
+        error = NamespaceMismatch(message)
+        error.run_namespace = body.get("run_namespace")
+        raise error
     if code == "invalid_pathspec":
         raise InvalidPathspec(message)
     if status == 404:

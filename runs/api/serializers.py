@@ -136,7 +136,7 @@ class TagField(serializers.CharField):
     surrogates, system prefixes) so the API and the SDK report one message per rule."""
 
     def __init__(self, **kwargs):
-        super().__init__(allow_blank=True, trim_whitespace=False, **kwargs)
+        super().__init__(allow_blank=True, allow_null=True, trim_whitespace=False, **kwargs)
         self.validators = []
 
     def to_internal_value(self, data):
