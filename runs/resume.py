@@ -145,6 +145,8 @@ def run_resume(
             graph=graph,
             flow_file=flow_file,
             package=package,
+            # NOTE: a parameter that only the new code declares gets no value, because
+            # the origin's parameters are reused as they are.
             parameters=origin.parameters,
             parameter_specs=origin.parameter_specs,
             user_tags=user_tags,
@@ -329,9 +331,9 @@ def frontier_schedule(*, run: Run, clones: dict[str, Task]) -> list[Task | None]
                 run=run, step_name=target, split_stack=stack, input_task_ids=[clone.id]
             ))
 
-    # A join starts here only when every branch it closes was cloned; otherwise the
+    # A join starts here only when every branch it closes was cloned. Otherwise the
     # branch that runs again creates the join when it completes.
-    for key, inputs in join_inputs.items():
+    for inputs in join_inputs.values():
         top = inputs[0].split_stack[-1]
         if len(inputs) != top["n"]:
             continue

@@ -328,6 +328,16 @@ class Run(_Tagged, _Object):
     def cancel(self) -> None:
         self._data = http.post(f"{self._path()}/cancel")
 
+    def resume(self, step: str | None = None, tags=()) -> Run:
+        """Start a run that resumes this one with its stored code, in your namespace.
+
+        Successful tasks before `step` (default: the first task that did not succeed)
+        are cloned, not run again. The new run is returned without waiting for it.
+        """
+        data = http.post(f"{self._path()}/resume", json={"step": step, "tags": list(tags)})
+        # The new run is in the caller's user namespace, which may not be the current one.
+        return Run._from_data(data, namespace_check=False)
+
     # Tags ---------------------------------------------------------------
 
     def _mutate(self, add: list[str], remove: list[str]) -> None:

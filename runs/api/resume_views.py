@@ -44,12 +44,14 @@ def resume_request(request) -> tuple[dict, bytes | None]:
         try:
             body = json.loads(raw) if isinstance(raw, str) else raw
         except ValueError:
-            raise ValidationFailed("metadata is not valid JSON.") from None
+            raise ValidationFailed(
+                "metadata is not valid JSON. Send an object such as {\"step\": \"train\"}."
+            ) from None
     else:
         body = request.data
     if not isinstance(body, dict):
         raise ValidationFailed("Send the resume request as a JSON object.")
-    # The CLI sends an empty parameters object with every upload; only values are an error.
+    # The CLI sends an empty parameters object with every upload, so only values are an error.
     if body.get("parameters"):
         raise ValidationFailed(
             "A resumed run keeps the parameters of its origin run, so they cannot be "
@@ -101,7 +103,7 @@ def resume_with(request, origin: Run) -> Response:
 
 
 class RunResumeView(APIView):
-    """Resume this run, whoever's namespace it is in; the new run is in yours."""
+    """Resume a run from any namespace. The new run is in the caller's namespace."""
 
     @extend_schema(request={"application/json": ResumeRequestSerializer,
                             "multipart/form-data": ResumeUploadSerializer},

@@ -30,7 +30,8 @@ def run_resume_page(request, flow, run_id):
     except ServiceError as exc:
         logger.info("resume of %s/%s by %s rejected: %s", flow, run_id,
                     request.user.username, exc)
-        # A namespace never blocks a resume, so the plain error page has all it needs.
+        # The origin is read without a namespace check, so no NamespaceMismatch gets
+        # here and the plain error page has all it needs.
         return render(request, "runs/error.html", {"message": str(exc), "error": exc},
                       status=exc.status)
     return redirect("runs:run", flow=run.flow.name, run_id=run.number)
