@@ -7,7 +7,7 @@ from flowsite import FlowSpec, Parameter, step
 
 
 class BranchFlow(FlowSpec):
-    """Say hello two ways, then compare the answers in a join."""
+    """Say hello two ways, then collect both sentences in a join."""
 
     greeting = Parameter("greeting", default="Hello", help="Word each branch starts with.")
 
@@ -35,8 +35,8 @@ class BranchFlow(FlowSpec):
         """Read one branch by name, iterate over all of them, and merge the rest."""
         self.formal_sentence = inputs.formal.sentence
         self.sentences = [branch.sentence for branch in inputs]
-        # `sentence` differs between the branches, so it is left out of the merge;
-        # audience, greeting and formal_length agree or exist in one branch only.
+        # `sentence` differs between the branches, so it is left out of the merge. The
+        # other artifacts either agree or exist in one branch only, so they merge cleanly.
         self.merge_artifacts(inputs, exclude=["sentence"])
         self.next(self.end)
 

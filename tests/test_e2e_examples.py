@@ -1,4 +1,4 @@
-"""The example flows in examples/ run as their docstrings say."""
+"""The example flows in examples/ run as their docstrings describe."""
 
 import re
 import shutil

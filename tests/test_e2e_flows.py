@@ -276,10 +276,10 @@ def test_parameters_defaults_and_values(cli, flows_dir):
     path = write_flow(flows_dir, "param_flow.py", PARAMS)
 
     defaults = cli.run(path, "run", user="anne", check=True)
-    given = cli.run(path, "run", "--alpha", "0.5", "--epochs=7", user="anne", check=True)
+    with_values = cli.run(path, "run", "--alpha", "0.5", "--epochs=7", user="anne", check=True)
 
     assert re.search(r"\] alpha 0.01 epochs 2$", defaults.stdout, re.M)
-    assert re.search(r"\] alpha 0.5 epochs 7$", given.stdout, re.M)
+    assert re.search(r"\] alpha 0.5 epochs 7$", with_values.stdout, re.M)
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -398,7 +398,7 @@ def test_concurrent_submissions_distinct_ids(cli, flows_dir):
 
     path = write_flow(flows_dir, "param_flow.py", PARAMS)
     env = cli.env("anne")
-    # Twenty separate CLI processes submit at once; each prints the pathspec it got.
+    # Twenty separate CLI processes submit at once, and each prints the pathspec it got.
     processes = [
         subprocess.Popen([sys.executable, str(path), "run", "--detach"], cwd=str(flows_dir),
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

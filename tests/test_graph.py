@@ -152,8 +152,7 @@ def test_no_end_rejected():
             pass
     """
     error = rejected(body)
-    # finish has no next() and is not end; either message points at a real fix, but the
-    # missing end is the first thing to report.
+    # finish also lacks self.next(), but the missing end step is reported first.
     assert "no 'end' step" in error.message
     assert error.line == line_of(body, "class NoEnd")
     assert "named end" in error.fix
