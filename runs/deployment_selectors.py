@@ -11,7 +11,7 @@ RECENT_RUNS = 5
 
 
 def deployments_all():
-    """Every deployment, newest first, with what a list row shows in one query."""
+    """Select every deployment, newest first, joined with what a list row shows."""
     return Deployment.objects.select_related(
         "flow", "deployed_by", "code_package", "periodic_task"
     ).order_by("-id")

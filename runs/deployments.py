@@ -21,12 +21,12 @@ import string
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from runs import services
 from runs import tags as tag_rules
-from runs.errors import Forbidden, NotFound, ServiceError, ValidationFailed
+from runs.errors import Conflict, Forbidden, NotFound, ServiceError, ValidationFailed
 from runs.models import Deployment, DeploymentEvent, Flow, Run, RunTag
 
 logger = logging.getLogger(__name__)
@@ -40,8 +40,8 @@ CRON_PRESETS = {"hourly": "0 * * * *", "daily": "0 0 * * *"}
 
 
 class ProductionTokenRejected(Forbidden):
-    """A change to a deployment by someone who is neither its last deployer nor
-    holds its current production token."""
+    """A change to a deployment requested by someone who is neither its last deployer
+    nor presents its current production token."""
 
     code = "production_token_required"
 
@@ -227,7 +227,7 @@ def event_record(*, deployment: Deployment | None, flow_name: str, action: str, 
 
 def refusal_message(deployment: Deployment, *, verb: str, token_given: bool) -> str:
     who = deployment.deployed_by.username if deployment.deployed_by else "a deleted user"
-    when = deployment.deployed_at.astimezone(datetime.timezone.utc).strftime(
+    when = deployment.deployed_at.astimezone(datetime.UTC).strftime(
         "%Y-%m-%d %H:%M UTC"
     )
     reason = (
@@ -325,8 +325,10 @@ def deployment_deploy(
         with transaction.atomic():
             flow, _ = Flow.objects.get_or_create(name=flow_name)
             deployment = (
-                Deployment.objects.select_for_update().select_related("flow", "deployed_by")
-                .filter(flow=flow).first()
+                Deployment.objects.select_for_update(of=("self",))
+                .select_related("flow", "deployed_by")
+                .filter(flow=flow)
+                .first()
             )
             existing = deployment
             raw = None
@@ -368,6 +370,14 @@ def deployment_deploy(
     except ProductionTokenRejected as exc:
         _refusal_record(existing, user, token, exc)
         raise
+    except IntegrityError:
+        # Two first deploys of one flow raced, and the other one created the deployment.
+        logger.warning("first deploy of %s by %s lost a race", flow_name, user.username)
+        raise Conflict(
+            f"{flow_name} was deployed by someone else at the same moment. Rerun the "
+            "command; it then follows the rules for an existing deployment.",
+            code="deploy_conflict",
+        ) from None
 
     logger.info("%s deployed by %s to %s", flow_name, user.username, deployment.namespace)
     return deployment, raw
@@ -482,7 +492,7 @@ def deployment_token_issue(*, deployment: Deployment, user) -> str:
     _staff_only(user, "issue production tokens")
     raw = token_new()
     with transaction.atomic():
-        locked = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        locked = Deployment.objects.select_for_update(of=("self",)).get(pk=deployment.pk)
         locked.token_hash = token_hash(raw)
         locked.token_issued_at = timezone.now()
         locked.save(update_fields=["token_hash", "token_issued_at"])
@@ -497,7 +507,7 @@ def deployment_namespace_reset(*, deployment: Deployment, user) -> Deployment:
     """Move production to a fresh, empty namespace; earlier runs stay in the old one."""
     _staff_only(user, "reset production namespaces")
     with transaction.atomic():
-        locked = Deployment.objects.select_for_update().select_related("flow").get(
+        locked = Deployment.objects.select_for_update(of=("self",)).select_related("flow").get(
             pk=deployment.pk)
         old = locked.namespace
         locked.generation += 1
@@ -522,7 +532,7 @@ def deployment_pause(*, deployment: Deployment, user, token: str | None,
         _refusal_record(deployment, user, token, exc)
         raise
     with transaction.atomic():
-        locked = Deployment.objects.select_for_update().select_related("flow").get(
+        locked = Deployment.objects.select_for_update(of=("self",)).select_related("flow").get(
             pk=deployment.pk)
         locked.paused = paused
         locked.save(update_fields=["paused"])

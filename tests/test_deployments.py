@@ -309,6 +309,18 @@ def test_trigger_needs_token(deploy, api):
     assert run.parameters == {"limit": 7}
 
 
+def test_run_page_shows_trigger(deploy, api, users):
+    token = deploy("anne").json()["token"]
+    created = api("will").post("/api/v1/deployments/PredictionFlow/trigger", {},
+                               format="json", **{HEADER: token}).json()
+
+    page = login(None, "anne").get(
+        f"/runs/PredictionFlow/{created['id']}", {"ns": created["namespace"]}
+    ).content.decode()
+
+    assert "api:will" in page
+
+
 def test_scheduled_trigger_uses_defaults(deploy):
     from runs.deployments import deployment_trigger_scheduled
 

@@ -159,8 +159,8 @@ def test_production_namespaces_three_benefits(cli, sdk, flows_dir):
     predict_again = trigger(cli, predict)
     assert artifact(sdk, predict_ns, predict_again.pathspec, "model") == "model-v1"
 
-    # Benefit 2: the production namespace holds production runs only, and anne's
-    # own namespace holds none of them.
+    # Benefit 2: the production namespace contains production runs only, and anne's
+    # own namespace contains none of them.
     client = sdk.login("anne")
     client.namespace(train_ns)
     assert [run.pathspec for run in client.Flow("TrainFlow").runs()] == [train_run.pathspec]

@@ -44,7 +44,7 @@ def deploy():
               help="User tag for every production run; repeatable.")
 @click.option("--namespace", default=None,
               help="Namespace the client API sees inside production steps, instead of "
-              "the production namespace; '' for global.")
+              "the production namespace, e.g. another flow's production namespace.")
 @click.pass_context
 def create(ctx, authorize, generate_new_token, tags, namespace):
     """Upload the code and create or update the flow's production deployment."""

@@ -60,8 +60,8 @@ def deployment_detail(request, flow):
 @login_required
 @require_POST
 def deployment_action(request, flow, action):
-    """Run one action from the deployment page. A new token is rendered in the response,
-    never put in a redirect URL or a flash message, so it is shown exactly once."""
+    """Run one action from the deployment page. A new token is rendered into this
+    response only, not into a redirect URL or a flash message, so no later page shows it."""
     if action not in ACTIONS:
         return render(request, "runs/error.html", {
             "message": f"Unknown deployment action {action!r}. Use one of {', '.join(ACTIONS)}."
