@@ -341,6 +341,19 @@ def test_scheduled_trigger_skips_paused(deploy, api):
     assert not Run.objects.exists()
 
 
+def test_audit_log_api_per_flow(deploy, api):
+    deploy("anne", "PredictionFlow")
+    deploy("will", "PredictionFlow")
+    deploy("anne", "OtherFlow")
+
+    listed = api("will").get("/api/v1/deployments/PredictionFlow/events").json()["results"]
+    everything = api("will").get("/api/v1/deployments/events").json()["results"]
+
+    assert [event["action"] for event in listed] == ["refuse", "deploy"]
+    assert listed[0]["actor"] == "will"
+    assert len(everything) == 3
+
+
 def test_trigger_unknown_flow_404(api):
     response = api("anne").post("/api/v1/deployments/NoSuchFlow/trigger", {}, format="json")
 

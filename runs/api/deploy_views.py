@@ -227,3 +227,14 @@ class DeploymentEventListView(APIView):
         )
         return Response({"results": DeploymentEventSerializer(items, many=True).data,
                          "next_cursor": next_cursor})
+
+
+class FlowDeploymentEventListView(DeploymentEventListView):
+    """The audit log of one flow's deployment, including entries from before a delete."""
+
+    @extend_schema(operation_id="deployments_flow_events_list",
+                   parameters=[OpenApiParameter("cursor", str),
+                               OpenApiParameter("page_size", int)],
+                   responses={200: DeploymentEventSerializer(many=True)})
+    def get(self, request, flow):
+        return super().get(request, flow)

@@ -30,7 +30,7 @@ urlpatterns = [
          name="api-deployment-token"),
     path("deployments/<str:flow>/reset", deploy_views.DeploymentResetView.as_view(),
          name="api-deployment-reset"),
-    path("deployments/<str:flow>/events", deploy_views.DeploymentEventListView.as_view(),
+    path("deployments/<str:flow>/events", deploy_views.FlowDeploymentEventListView.as_view(),
          name="api-deployment-flow-events"),
     path("flows", views.FlowListView.as_view(), name="api-flows"),
     path("flows/<str:flow>", views.FlowDetailView.as_view(), name="api-flow"),
