@@ -1,0 +1,3 @@
+from flowsite import Flow
+
+run = Flow('PredictionFlow').latest_run

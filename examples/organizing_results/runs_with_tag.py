@@ -1,0 +1,2 @@
+from flowsite import Flow
+run = list(Flow('HelloFlow').runs('crazy_test'))[0]
