@@ -119,7 +119,8 @@ class FlowListView(APIView):
 
 
 class FlowDetailView(APIView):
-    @extend_schema(parameters=[NAMESPACE_PARAM], responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="flow_detail", parameters=[NAMESPACE_PARAM],
+                   responses={200: OpenApiTypes.OBJECT})
     def get(self, request, flow):
         from runs.models import Flow
 
