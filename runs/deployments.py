@@ -319,6 +319,14 @@ def deployment_deploy(
             raise ValidationFailed("Each parameter spec needs a name.")
         services.validate_name(spec["name"], "Parameter name")
     schedule = schedule_from_graph(graph)
+    unset = [spec["name"] for spec in parameter_specs
+             if spec.get("required") and spec.get("default") is None]
+    if schedule and unset:
+        raise ValidationFailed(
+            f"{flow_name} has a schedule, but scheduled runs cannot pass the required "
+            f"parameters {', '.join(unset)}. Give them defaults or remove @schedule.",
+            code="invalid_schedule",
+        )
 
     existing = None
     try:
@@ -471,7 +479,13 @@ def deployment_trigger_scheduled(deployment_id: int) -> Run | None:
     if deployment.paused:
         logger.info("scheduled trigger of %s skipped: schedule paused", deployment.flow.name)
         return None
-    run = deployment_run_start(deployment=deployment, parameters={}, triggered_by="schedule")
+    try:
+        run = deployment_run_start(deployment=deployment, parameters={},
+                                   triggered_by="schedule")
+    except ServiceError as exc:
+        logger.error("scheduled run of %s (deployment %s) not started: %s",
+                     deployment.flow.name, deployment_id, exc)
+        return None
     logger.info("schedule started run %s in %s", run.pathspec, deployment.namespace)
     return run
 

@@ -253,6 +253,26 @@ def test_schedule_creates_beat_entry(deploy, decorator, cron):
     assert json.loads(task.args) == [Deployment.objects.get().pk]
 
 
+def test_schedule_needs_parameter_defaults(deploy, api, tmp_path):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    folder = tmp_path / "required"
+    folder.mkdir()
+    write_flow(folder, "flow.py", FLOW_SOURCE.format(
+        name="PredictionFlow", imports=", schedule", decorator="@schedule(daily=True)"))
+    meta = {"flow": "PredictionFlow", "flow_file": "flow.py", "parameter_specs": [
+        {"name": "limit", "type": "int", "default": None, "required": True, "help": ""}]}
+    upload = SimpleUploadedFile("package.tar.gz", package.build(str(folder)))
+
+    response = api("anne").post("/api/v1/deployments",
+                                {"metadata": json.dumps(meta), "package": upload},
+                                format="multipart")
+
+    assert response.status_code == 400
+    assert "required parameters limit" in response.json()["error"]
+    assert not Deployment.objects.exists()
+
+
 def test_schedule_with_two_options_rejected(deploy):
     response = deploy("anne", schedule="@schedule(hourly=True, daily=True)")
 
@@ -386,7 +406,7 @@ def test_admin_page_issues_token_once(deploy, users):
     old = deploy("anne").json()["token"]
     admin = login(None, "admin")
 
-    response = admin.post("/deployments/PredictionFlow/token")
+    response = admin.post("/deployments/PredictionFlow/token", follow=True)
     shown = re.search(r'<code id="issued-token">([^<]+)</code>', response.content.decode())
     again = admin.get("/deployments/PredictionFlow").content.decode()
 

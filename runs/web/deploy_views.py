@@ -12,6 +12,7 @@ from runs import deployment_selectors, deployments, selectors
 from runs.errors import ServiceError
 
 ACTIONS = ("trigger", "pause", "resume", "token", "reset", "delete")
+ISSUED_TOKEN_KEY = "deployment_issued_token"
 
 
 @login_required
@@ -54,14 +55,20 @@ def deployment_detail(request, flow):
     except ServiceError as exc:
         return render(request, "runs/error.html", {"message": str(exc), "error": exc},
                       status=exc.status)
-    return render(request, "runs/deployment_detail.html", _detail_context(request, deployment))
+    # A token issued by the redirecting POST is in the session until this first view.
+    issued = request.session.pop(ISSUED_TOKEN_KEY, None)
+    if issued and issued["flow"] != flow:
+        issued = None
+    return render(request, "runs/deployment_detail.html", _detail_context(
+        request, deployment, issued_token=issued["token"] if issued else None))
 
 
 @login_required
 @require_POST
 def deployment_action(request, flow, action):
-    """Run one action from the deployment page. A new token is rendered into this
-    response only, not into a redirect URL or a flash message, so no later page shows it."""
+    """Run one action from the deployment page, then redirect, so a reload never repeats
+    it. A new token travels to the next page in the session, never in a URL or a flash
+    message, and that page removes it, so it is shown exactly once."""
     if action not in ACTIONS:
         return render(request, "runs/error.html", {
             "message": f"Unknown deployment action {action!r}. Use one of {', '.join(ACTIONS)}."
@@ -82,8 +89,7 @@ def deployment_action(request, flow, action):
             messages.success(request, f"Schedule of {flow} {action}d.")
         elif action == "token":
             issued = deployments.deployment_token_issue(deployment=deployment, user=request.user)
-            return render(request, "runs/deployment_detail.html",
-                          _detail_context(request, deployment, issued_token=issued))
+            request.session[ISSUED_TOKEN_KEY] = {"flow": flow, "token": issued}
         elif action == "reset":
             deployment = deployments.deployment_namespace_reset(deployment=deployment,
                                                                 user=request.user)
