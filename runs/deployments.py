@@ -27,7 +27,7 @@ from django.utils import timezone
 from runs import services
 from runs import tags as tag_rules
 from runs.errors import Conflict, Forbidden, NotFound, ServiceError, ValidationFailed
-from runs.models import Deployment, DeploymentEvent, Flow, Run, RunTag
+from runs.models import Deployment, DeploymentEvent, Flow, Run, RunTag, Status
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ TOKEN_HEADER = "X-Production-Token"
 SCHEDULE_TASK = "runs.deployment_trigger_scheduled"
 NAMESPACE_SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
 CRON_PRESETS = {"hourly": "0 * * * *", "daily": "0 0 * * *"}
+ACTIVE = (Status.PENDING, Status.RUNNING)
 
 
 class ProductionTokenRejected(Forbidden):
@@ -566,6 +567,15 @@ def deployment_delete(*, deployment: Deployment, user, token: str | None) -> Non
         raise
     flow_name = deployment.flow.name
     namespace = deployment.namespace
+    # Steps of a production run authenticate as the deployment's last deployer, so the
+    # deployment must outlive every run that is still going.
+    active = Run.objects.filter(deployment=deployment, status__in=ACTIVE).count()
+    if active:
+        raise Conflict(
+            f"{flow_name} has {active} production run(s) pending or running. Wait for "
+            "them to finish or cancel them, then delete the deployment.",
+            code="runs_active",
+        )
     with transaction.atomic():
         from django_celery_beat.models import PeriodicTask
 

@@ -341,6 +341,20 @@ def test_run_page_shows_trigger(deploy, api, users):
     assert "api:will" in page
 
 
+def test_delete_waits_for_active_runs(deploy, api):
+    token = deploy("anne").json()["token"]
+    api("will").post("/api/v1/deployments/PredictionFlow/trigger", {}, format="json",
+                     **{HEADER: token})
+
+    busy = api("anne").delete("/api/v1/deployments/PredictionFlow")
+    Run.objects.update(status="cancelled")
+    done = api("anne").delete("/api/v1/deployments/PredictionFlow")
+
+    assert busy.status_code == 409
+    assert "1 production run(s) pending or running" in busy.json()["error"]
+    assert done.status_code == 204
+
+
 def test_scheduled_trigger_uses_defaults(deploy):
     from runs.deployments import deployment_trigger_scheduled
 
