@@ -16,7 +16,6 @@ from django.test import override_settings
 from tests.conftest import Cli, Worker, write_flow
 from tests.s3_server import (  # noqa: F401 - s3_server is a fixture
     s3_server,
-    separate_hosts_supported,
     storages_for,
     unique_prefix,
     worker_env,
@@ -34,10 +33,12 @@ def prefix():
 
 @pytest.fixture(scope="module")
 def s3_worker(s3_server, prefix, django_db_setup, django_db_blocker):
-    env = worker_env(
-        storage_env=s3_server.env(prefix), queue=QUEUE, name="s3",
-        own_disk=not separate_hosts_supported().startswith("the filesystem broker"),
-    )
+    from django.conf import settings
+
+    # The embedded broker is a folder in var/, so only a real broker allows a var/ of its own.
+    own_disk = not settings.CELERY_BROKER_URL.startswith("filesystem://")
+    env = worker_env(storage_env=s3_server.env(prefix), queue=QUEUE, name="s3",
+                     own_disk=own_disk)
     started = Worker(name="s3worker", queues=QUEUE, extra_env=env)
     yield started
     started.stop()
