@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
 MAX_PARAMETER_BYTES = 64 * 1024
 
+# How long a tag mutation waits for the run's row lock on PostgreSQL before it answers
+# 409, which clients retry. SQLite waits for its busy timeout instead.
+TAG_LOCK_TIMEOUT_MS = 5000
 
 # ---------------------------------------------------------------- tag counts
 
@@ -479,6 +482,10 @@ def tags_mutate(
         to_add = []
         for tag in add:
             if tag in system or tag in to_add:
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT set_config('lock_timeout', %s, true)",
+                               [f"{TAG_LOCK_TIMEOUT_MS}ms"])
                 continue  # already a system tag: nothing to do
             if tag_rules.is_system_tag(tag):
                 raise RuleViolation(

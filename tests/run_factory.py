@@ -1,7 +1,7 @@
 """Create runs straight through the services, without running them on a worker.
 
-Namespace, tag and API tests need many runs with chosen owners, tags and statuses;
-creating them with run_create is fast and still goes through every tag rule.
+Namespace, tag and API tests need many runs with chosen owners, tags and statuses.
+Creating them with run_create is fast, and it still applies every tag rule.
 """
 
 from __future__ import annotations

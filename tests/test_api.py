@@ -421,3 +421,15 @@ def test_surrogate_tag_400(anne, story):
 
     assert response.status_code == 400, response.content
     assert response.json()["code"] == "invalid_tag"
+
+
+def test_token_list_paginated(anne):
+    for index in range(3):
+        anne.post("/api/v1/tokens", {"name": f"t{index}"}, format="json")
+
+    first = anne.get("/api/v1/tokens", {"page_size": 2}).json()
+    second = anne.get("/api/v1/tokens", {"page_size": 2, "cursor": first["next_cursor"]}).json()
+    assert len(first["results"]) == 2
+    assert first["next_cursor"]
+    ids = [item["id"] for item in first["results"] + second["results"]]
+    assert len(ids) == len(set(ids)) == 4

@@ -1,8 +1,9 @@
-"""Every example of the "Organizing Results" document, run with only its import changed.
+"""Every code example of Metaflow's "Organizing Results" page, with only its import changed.
 
-The snippets live in examples/organizing_results/. The run numbers of the document's
-story (PredictionFlow/5 and /8, FeatureFlow/34, HelloFlow/2) are reproduced exactly;
-only the task id of CurrentFlow/1/start/550539 is replaced by the real one.
+The snippets live in examples/organizing_results/. The run numbers of the page's story
+(PredictionFlow/5 and /8, FeatureFlow/34, HelloFlow/2) are reproduced exactly. Only the
+task id of CurrentFlow/1/start/550539 is replaced by the real one, because task ids are
+global and cannot be chosen.
 """
 
 from __future__ import annotations

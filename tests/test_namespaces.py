@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture
 def prediction_runs(users):
-    """Anne's runs 1 and 2, then will's run 3, as in the document's picture."""
+    """Anne's runs 1 and 2 of PredictionFlow, then will's run 3."""
     anne, will = users["anne"], users["will"]
     return {
         "anne_old": make_run(anne, "PredictionFlow", status="completed"),

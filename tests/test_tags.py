@@ -336,3 +336,62 @@ def test_lost_races_exhausted_raise(conflict_client):
     with pytest.raises(TaggingError, match="changed concurrently"):
         run.add_tag("t")
     assert server.posts == TAG_RETRIES
+
+
+# ---------------------------------------------------------------- a held lock
+
+
+@pytest.fixture
+def held_run_lock(anne_run):
+    """Hold the run's row lock from another connection until the test releases it."""
+    from django.db import connection, transaction
+
+    from runs.models import Run
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks with a timeout exist on PostgreSQL only")
+    locked, release = threading.Event(), threading.Event()
+
+    def hold(seconds):
+        with transaction.atomic():
+            Run.objects.select_for_update().get(pk=anne_run.pk)
+            locked.set()
+            release.wait(timeout=seconds)
+        connection.close()
+
+    def start(seconds: float):
+        thread = threading.Thread(target=hold, args=(seconds,))
+        thread.start()
+        assert locked.wait(timeout=10)
+        return thread
+
+    yield start
+    release.set()
+
+
+def test_locked_run_answers_409(held_run_lock, anne_run, tokens, live_server, monkeypatch):
+    import requests
+
+    from runs import services
+
+    monkeypatch.setattr(services, "TAG_LOCK_TIMEOUT_MS", 200)
+    held_run_lock(30)
+    response = requests.post(
+        f"{live_server.url}/api/v1/runs/{anne_run.pathspec}/tags", json={"add": ["late"]},
+        headers={"Authorization": f"Bearer {tokens['anne']}"}, timeout=30,
+    )
+
+    assert response.status_code == 409
+    assert response.json()["code"] == "conflict"
+    assert "retry" in response.json()["error"]
+    assert not anne_run.tag_rows.filter(name="late").exists()
+
+
+def test_sdk_retries_until_lock_released(held_run_lock, run, anne_run, monkeypatch):
+    from runs import services
+
+    monkeypatch.setattr(services, "TAG_LOCK_TIMEOUT_MS", 200)
+    held_run_lock(0.5)
+
+    run.add_tag("after_the_lock")
+    assert anne_run.tag_rows.filter(name="after_the_lock").exists()

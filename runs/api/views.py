@@ -482,11 +482,17 @@ class TagSuggestView(APIView):
 
 
 class TokenListView(APIView):
-    @extend_schema(responses={200: s.TokenSerializer(many=True)})
+    @extend_schema(parameters=[OpenApiParameter("cursor", str),
+                               OpenApiParameter("page_size", int)],
+                   responses={200: s.TokenSerializer(many=True)})
     def get(self, request):
-        tokens = ApiToken.objects.filter(user=request.user).order_by("-id")[:200]
+        tokens, next_cursor = selectors.page(
+            ApiToken.objects.filter(user=request.user).order_by("-id"),
+            cursor=request.query_params.get("cursor"),
+            page_size=request.query_params.get("page_size"),
+        )
         return Response({"results": s.TokenSerializer(tokens, many=True).data,
-                         "next_cursor": None})
+                         "next_cursor": next_cursor})
 
     @extend_schema(request=s.TokenCreateSerializer, responses={201: OpenApiTypes.OBJECT})
     def post(self, request):

@@ -1,4 +1,4 @@
-"""Replay the "Organizing Results" story on a running server and print each answer.
+"""Replay the namespaces-and-tags story of Metaflow's "Organizing Results" page on a running server and print each answer.
 
 Anne and will run their own PredictionFlows, share FeatureFlow results through the
 xyz_features tag, and filter HelloFlow runs by two tags. The runs are real: they go
@@ -41,7 +41,7 @@ class Command(BaseCommand):
             self.tokens = {name: raw for name, (_, raw) in tokens.items()}
             self.story()
         finally:
-            # The demo's tokens are only for this replay; nothing should keep using them.
+            # The tokens serve only this replay, so they are revoked when it ends.
             ApiToken.objects.filter(pk__in=[token.pk for token, _ in tokens.values()]).update(
                 revoked_at=timezone.now()
             )
@@ -56,7 +56,7 @@ class Command(BaseCommand):
         for name in names:
             user = User.objects.filter(username=name).first()
             if user is None:
-                # Nobody logs in as anne or will; the admin browses their runs on the dashboard.
+                # Nobody logs in as anne or will. The admin browses their runs on the dashboard.
                 user = User.objects.create_user(username=name)
                 user.set_unusable_password()
                 user.save(update_fields=["password"])
