@@ -8,7 +8,7 @@ The script resets database flowsite_scale and Redis db 7 (set SCALE_PG_URL and
 SCALE_REDIS_URL to change them), starts gunicorn on a free loopback port, and for
 each worker count starts that many `celery worker -c 1` processes, each with its own
 name, var/ and work folder, as if on separate hosts; artifacts and code packages go
-to one shared storage folder, which stands in for object storage. For each step duration in --sleeps it
+to one shared storage folder in place of object storage. For each step duration in --sleeps it
 runs one flow: start, a foreach of --width tasks that sleep that long, a join, end.
 It reports, per run:
 
@@ -85,7 +85,7 @@ class Stack:
         self.env = {
             **os.environ,
             "FLOWSITE_VAR_DIR": str(folder / "web-var"),
-            # One storage folder for all processes stands in for object storage.
+            # One storage folder for all processes, in place of object storage.
             "FLOWSITE_STORAGE_DIR": str(folder / "storage"),
             "FLOWSITE_API_URL": self.url,
             "DATABASE_URL": PG_URL,

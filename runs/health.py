@@ -1,7 +1,7 @@
 """Liveness and readiness endpoints for load balancers and process managers.
 
 /healthz returns 200 while the web process can serve requests at all. /readyz returns
-200 only when the database, the Celery broker and the artifact storage all answer, so
+200 only when the database, the Celery broker and the artifact storage all respond, so
 a load balancer sends no traffic to a process that would fail to start runs.
 """
 
@@ -16,7 +16,7 @@ from django.http import JsonResponse
 
 logger = logging.getLogger(__name__)
 
-# Seconds each dependency gets to answer, so a probe returns before its own timeout.
+# Seconds each dependency gets to respond, so a probe returns before its own timeout.
 CHECK_TIMEOUT = 3
 
 

@@ -1,6 +1,6 @@
 """Runs, artifacts, logs, downloads and resume with artifacts in S3-compatible storage.
 
-A moto server on 127.0.0.1 stands in for S3. The web process (the live server in
+A moto server on 127.0.0.1 replaces S3. The web process (the live server in
 this process) and a worker of its own both use it, and the worker takes only the
 queue this module sends to, so the session's local-storage worker never sees these
 runs.

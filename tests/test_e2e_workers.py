@@ -238,7 +238,7 @@ def test_two_hosts_share_foreach(hosts, flows_dir):
     assert ran.get(host_a.name, 0) > 0, ran
     assert ran.get(host_b.name, 0) > 0, ran
     for host in (host_a, host_b):
-        # Each host has its own var/, and nothing in it holds artifacts.
+        # Each host has its own var/, and it contains no artifacts.
         assert not (VAR / f"host-{host.name}" / "var" / "storage").exists()
     end = Task.objects.get(run=run, step_name="end")
     assert end.status == "completed"

@@ -1,4 +1,4 @@
-"""`manage.py flowsite_workers` lists the workers that answer over the broker."""
+"""`manage.py flowsite_workers` lists the workers that respond over the broker."""
 
 from io import StringIO
 
@@ -17,4 +17,4 @@ def test_workers_lists_session_worker(worker):
     assert len(mine) == 1, out.getvalue()
     assert "queues=default" in mine[0]
     assert "pool=2" in mine[0]
-    assert "worker(s) answered." in out.getvalue()
+    assert "worker(s) responded." in out.getvalue()

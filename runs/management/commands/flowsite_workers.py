@@ -1,4 +1,4 @@
-"""List the Celery workers that answer over the broker, with their queues and load."""
+"""List the Celery workers that respond over the broker, with their queues and load."""
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -6,12 +6,12 @@ from django.core.management.base import BaseCommand, CommandError
 class Command(BaseCommand):
     help = (
         "Ask every Celery worker over the broker for its queues, pool size and running "
-        "tasks, and print one line per worker. Exits 1 when no worker answers."
+        "tasks, and print one line per worker. Exits 1 when no worker responds."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--timeout", type=float, default=2.0,
-                            help="Seconds to wait for workers to answer (default 2).")
+                            help="Seconds to wait for workers to respond (default 2).")
 
     def handle(self, *args, timeout: float, **options):
         from flowsite.celery_app import app
@@ -27,7 +27,7 @@ class Command(BaseCommand):
             ) from None
         if not stats:
             raise CommandError(
-                f"No worker answered within {timeout:g} s. Start one with "
+                f"No worker responded within {timeout:g} s. Start one with "
                 "`celery -A flowsite.celery_app worker -Q default`, or raise --timeout."
             )
 
@@ -36,4 +36,4 @@ class Command(BaseCommand):
             names = ",".join(sorted(q["name"] for q in queues.get(name, []))) or "-"
             busy = len(active.get(name, []))
             self.stdout.write(f"{name}  queues={names}  pool={pool}  busy={busy}")
-        self.stdout.write(f"{len(stats)} worker(s) answered.")
+        self.stdout.write(f"{len(stats)} worker(s) responded.")
