@@ -473,3 +473,118 @@ def test_token_created_once_and_revoked(anne, users):
     anne.post(reverse("tokens:revoke", args=[token.id]))
     token.refresh_from_db()
     assert token.revoked_at is not None
+
+
+# ---------------------------------------------------------------- task page
+
+
+@pytest.fixture
+def task_with_output(users):
+    """A finished start task with 130 log chunks on stdout, one on stderr, one artifact."""
+    from django.core.files.base import ContentFile
+
+    from runs.models import Artifact, ArtifactBlob, LogChunk, Task
+    from runs.packages import storage
+
+    run = make_run(users["anne"], "LogFlow")
+    step = run.steps.get(name="start")
+    task = Task.objects.create(
+        run=run, step=step, step_name="start", key="start", status="completed",
+        worker_host="host-1", started_at=timezone.now(), finished_at=timezone.now(),
+        current={"flow_name": "LogFlow", "run_id": str(run.number), "step_name": "start",
+                 "pathspec": f"LogFlow/{run.number}/start/0", "username": "anne"},
+    )
+    LogChunk.objects.bulk_create(
+        [LogChunk(task=task, run=run, stream="stdout", seq=seq,
+                  text=f"line {seq}\n{XSS if seq == 7 else 'plain'}\n", line_count=2)
+         for seq in range(130)]
+        + [LogChunk(task=task, run=run, stream="stderr", seq=0, text="warn\n", line_count=1)]
+    )
+    data = b"\x80\x04K*."  # pickle of 42; the server must send it untouched
+    key = storage().save("artifacts/test/answer", ContentFile(data))
+    blob = ArtifactBlob.objects.create(sha256="a" * 64, size=len(data), storage_key=key)
+    Artifact.objects.create(task=task, name="answer", blob=blob, type_name="int",
+                            preview=XSS)
+    return task
+
+
+def task_url(task, log_stream=None):
+    """The task page, or the text download of one log stream."""
+    args = [task.run.flow.name, task.run.number, task.step_name, task.id]
+    if log_stream:
+        return reverse("runs:task-log", args=[*args, log_stream])
+    return reverse("runs:task", args=args)
+
+
+def test_task_page_shows_newest_log_page(anne, task_with_output):
+    html = anne.get(task_url(task_with_output)).content.decode()
+    assert "line 129" in html
+    assert "line 29\n" not in html
+    assert "line 30\n" in html
+    assert "Earlier lines" in html
+    assert "host-1" in html
+    assert "&#x27;LogFlow&#x27;" in html
+
+
+def test_task_page_earlier_log_page(anne, task_with_output):
+    html = anne.get(task_url(task_with_output), {"stream": "stdout", "before": 30}
+                    ).content.decode()
+    assert "line 0\n" in html and "line 29\n" in html
+    assert "line 30\n" not in html
+    assert "Later lines" in html
+
+
+def test_task_log_tail_partial(anne, task_with_output):
+    response = anne.get(task_url(task_with_output),
+                        {"part": "log", "stream": "stdout", "after": 127}, **HX)
+    html = response.content.decode()
+    assert "<html" not in html
+    assert "line 128" in html and "line 129" in html
+    assert "line 127" not in html
+    assert "hx-trigger" not in html
+
+
+def test_task_log_search(anne, task_with_output):
+    full = anne.get(task_url(task_with_output), {"q": "line 12"}).content.decode()
+    partial = anne.get(task_url(task_with_output), {"q": "LINE 12", "part": "search"},
+                       **HX).content.decode()
+    assert "11 lines of stdout contain" in full
+    assert partial.lstrip().startswith('<div id="log-search-result">')
+    assert partial.count("line 12") == 11
+
+
+def test_task_log_download(anne, task_with_output):
+    response = anne.get(task_url(task_with_output, "stdout"))
+    body = b"".join(response.streaming_content).decode()
+    assert response["Content-Type"].startswith("text/plain")
+    assert "attachment" in response["Content-Disposition"]
+    assert body.count("\n") == 260
+    assert body.startswith("line 0\nplain\n")
+
+
+def test_artifact_download_sends_bytes(anne, task_with_output):
+    task = task_with_output
+    url = reverse("runs:artifact", args=[task.run.flow.name, task.run.number, "start",
+                                         task.id, "answer"])
+    response = anne.get(url)
+    assert response["Content-Type"] == "application/octet-stream"
+    assert b"".join(response.streaming_content) == b"\x80\x04K*."
+
+
+def test_artifact_missing_404(anne, task_with_output):
+    task = task_with_output
+    url = reverse("runs:artifact", args=[task.run.flow.name, task.run.number, "start",
+                                         task.id, "nope"])
+    assert anne.get(url).status_code == 404
+
+
+def test_task_page_escapes_log_and_preview(anne, task_with_output):
+    html = anne.get(task_url(task_with_output), {"before": 10, "stream": "stdout"}
+                    ).content.decode()
+    assert "<img src=x" not in html
+    assert "<script>alert" not in html
+    assert html.count("&lt;img src=x onerror=alert(1)&gt;") == 2
+
+
+def test_task_page_bad_attempt_400(anne, task_with_output):
+    assert anne.get(task_url(task_with_output), {"attempt": 5}).status_code == 400

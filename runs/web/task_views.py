@@ -24,6 +24,7 @@ MAX_SEARCH_LINES = 500
 # Chunks one search reads; a task's log is capped by the worker, so this bounds the scan.
 SEARCH_CHUNK_LIMIT = 5000
 DOWNLOAD_BATCH = 200
+MAX_ARTIFACTS = 500
 
 
 def _task_or_error(request, flow, run_id, step, task_id):
@@ -109,6 +110,11 @@ def log_search(task, attempt: int, stream: str, text: str) -> dict:
     return {"matches": lines, "truncated": truncated, "limit": MAX_SEARCH_LINES}
 
 
+def _artifacts(task, attempt: int):
+    return (Artifact.objects.filter(task=task, attempt=attempt).select_related("blob")
+            .order_by("name")[:MAX_ARTIFACTS])
+
+
 @login_required
 @require_GET
 def task_detail(request, flow, run_id, step, task_id):
@@ -129,6 +135,10 @@ def task_detail(request, flow, run_id, step, task_id):
             context["tail"] = True
             return render_page(request, "runs/task_detail.html", context, partial="log")
         if part == "status":
+            if task.status in TERMINAL:
+                # The last poll also brings the artifacts, stored as the step finished.
+                context["finished_now"] = True
+                context["artifacts"] = _artifacts(task, attempt)
             return render_page(request, "runs/task_detail.html", context, partial="status")
 
         logs = []
@@ -149,8 +159,7 @@ def task_detail(request, flow, run_id, step, task_id):
     context.update({
         "logs": logs,
         "attempts": TaskAttempt.objects.filter(task=task).order_by("number")[:50],
-        "artifacts": Artifact.objects.filter(task=task, attempt=attempt)
-        .select_related("blob").order_by("name")[:500],
+        "artifacts": _artifacts(task, attempt),
         "current_keys": ("flow_name", "run_id", "origin_run_id", "step_name", "task_id",
                          "pathspec", "namespace", "username", "parameter_names"),
     })

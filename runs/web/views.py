@@ -63,6 +63,19 @@ def error_page(request, exc, status):
     return render_page(request, "runs/error.html", context, partial="message", status=status)
 
 
+def _live_rows(runs, *, top: int, bottom: int):
+    """Re-read the rows a page shows, ids bottom..top, so status and tag changes appear
+    and runs that no longer match the filter disappear."""
+    limit = MAX_LIVE_ROWS if bottom else PAGE_SIZE
+    items = list(selectors.with_tags(runs.filter(id__lte=top, id__gte=bottom))[:limit + 1])
+    if len(items) > limit:
+        items = items[:limit]
+        return items, str(items[-1].id)
+    if bottom and runs.filter(id__lt=bottom).exists():
+        return items, str(bottom)
+    return items, None
+
+
 def _int_param(request, name):
     value = request.GET.get(name, "")
     if not value:
@@ -86,11 +99,7 @@ def run_list(request):
         part = request.GET.get("part", "results") if is_partial(request) else None
 
         if part == "live" and top is not None and bottom is not None:
-            # Re-read the rows shown, so status and tag changes appear and runs that
-            # no longer match the filter disappear.
-            items = list(selectors.with_tags(
-                runs.filter(id__lte=top, id__gte=bottom))[:MAX_LIVE_ROWS])
-            next_cursor = str(bottom) if runs.filter(id__lt=bottom).exists() else None
+            items, next_cursor = _live_rows(runs, top=top, bottom=bottom)
         else:
             if top is not None:
                 runs_below_top = runs.filter(id__lte=top)
@@ -100,13 +109,14 @@ def run_list(request):
                 selectors.with_tags(runs_below_top), cursor=request.GET.get("cursor"),
                 page_size=PAGE_SIZE,
             )
-            if top is None:
-                top = items[0].id if items else (runs.values_list("id", flat=True).first() or 0)
-        if part in ("live", "more"):
-            oldest_shown = items[-1].id if items else bottom
-            bottom = oldest_shown if part == "more" or bottom is None else bottom
-        else:
-            bottom = items[-1].id if items else top
+            if top is None and request.GET.get("cursor") and items:
+                top = items[0].id
+            elif top is None:
+                # Runs created after this id count as new, whether or not any matched.
+                top = Run.objects.order_by("-id").values_list("id", flat=True).first() or 0
+            # Refresh down to the oldest row shown; with nothing older to load, refresh
+            # every older run too, so an old run that starts to match shows up.
+            bottom = items[-1].id if next_cursor and items else 0
         new_runs = runs.filter(id__gt=top).values_list("id", flat=True)[:NEW_RUNS_CAP]
         new_count = len(new_runs)
     except ValidationFailed as exc:
