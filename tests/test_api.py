@@ -433,3 +433,71 @@ def test_token_list_paginated(anne):
     assert first["next_cursor"]
     ids = [item["id"] for item in first["results"] + second["results"]]
     assert len(ids) == len(set(ids)) == 4
+
+
+# ---------------------------------------------------------------- a real run, end to end
+
+ARTIFACT_FLOW = """
+    from flowsite import FlowSpec, step
+
+
+    class ArtifactFlow(FlowSpec):
+        @step
+        def start(self):
+            self.answer = 42
+            print("computed the answer")
+            self.next(self.end)
+
+        @step
+        def end(self):
+            pass
+
+
+    if __name__ == "__main__":
+        ArtifactFlow()
+"""
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_run_objects_endpoints(cli, flows_dir, live_server, tokens):
+    import hashlib
+    import pickle
+
+    import requests
+
+    from tests.conftest import write_flow
+
+    flow = write_flow(flows_dir, "artifact_flow.py", ARTIFACT_FLOW)
+    cli.run(flow, "run", user="anne", check=True)
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {tokens['anne']}"
+
+    def get(path, namespace="user:anne", **params):
+        params["namespace"] = namespace
+        return session.get(f"{live_server.url}/api/v1/{path}", params=params, timeout=30)
+
+    steps = get("runs/ArtifactFlow/1/steps").json()["results"]
+    assert [step["name"] for step in steps] == ["start", "end"]
+    assert get("runs/ArtifactFlow/1/steps/start").json()["task_count"] == 1
+    task = get("runs/ArtifactFlow/1/steps/start/tasks").json()["results"][0]
+    task_path = f"tasks/ArtifactFlow/1/start/{task['id']}"
+    assert get(task_path).json()["status"] == "completed"
+    logs = get(f"{task_path}/logs", stream="stdout").json()
+    assert "computed the answer" in "".join(chunk["text"] for chunk in logs["chunks"])
+    names = [item["name"] for item in get(f"{task_path}/artifacts").json()["results"]]
+    assert "answer" in names
+    meta = get(f"{task_path}/artifacts/answer").json()
+    raw = get(f"{task_path}/artifacts/answer/bytes")
+    assert raw.headers["X-Content-SHA256"] == meta["sha256"]
+    assert hashlib.sha256(raw.content).hexdigest() == meta["sha256"]
+    assert pickle.loads(raw.content) == 42
+    run_logs = get("runs/ArtifactFlow/1/logs").json()
+    assert any("computed the answer" in chunk["text"] for chunk in run_logs["chunks"])
+
+    for path in ("runs/ArtifactFlow/1", "runs/ArtifactFlow/1/steps",
+                 "runs/ArtifactFlow/1/steps/start/tasks", task_path, f"{task_path}/logs",
+                 f"{task_path}/artifacts", f"{task_path}/artifacts/answer/bytes"):
+        response = get(path, namespace="user:will")
+        assert response.status_code == 404, path
+        assert response.json()["code"] == "namespace_mismatch", path

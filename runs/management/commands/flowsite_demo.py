@@ -144,7 +144,7 @@ class Command(BaseCommand):
         for user in ("anne", "will"):
             client = self.client_as(user)
             self.answer(f"{user}: Flow('PredictionFlow').latest_run",
-                        lambda: client.Flow("PredictionFlow").latest_run)
+                        lambda client=client: client.Flow("PredictionFlow").latest_run)
         client = self.client_as("anne")
         self.answer(f"anne: Run('{will_prediction}')", lambda: client.Run(will_prediction))
         client.namespace("user:will")
