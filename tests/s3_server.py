@@ -28,7 +28,7 @@ class S3Server:
     def __init__(self):
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.log_path = VAR / "moto.log"
+        self.log_path = VAR / f"moto-{self.port}.log"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True,
