@@ -44,6 +44,65 @@ class FanFlow(FlowSpec):
 FAN_SPECS = [{"name": "alpha", "type": "int", "default": 1, "required": False}]
 
 
+NESTED_SOURCE = '''
+from flowsite import FlowSpec, step
+
+
+class NestedFlow(FlowSpec):
+    @step
+    def start(self):
+        self.outer = [0, 1, 2]
+        self.next(self.row, foreach="outer")
+
+    @step
+    def row(self):
+        self.inner = [0, 1, 2]
+        self.next(self.cell, foreach="inner")
+
+    @step
+    def cell(self):
+        self.next(self.row_join)
+
+    @step
+    def row_join(self, inputs):
+        self.next(self.grid_join)
+
+    @step
+    def grid_join(self, inputs):
+        self.next(self.end)
+
+    @step
+    def end(self):
+        pass
+'''
+
+BRANCH_SOURCE = '''
+from flowsite import FlowSpec, step
+
+
+class SplitFlow(FlowSpec):
+    @step
+    def start(self):
+        self.next(self.left, self.right)
+
+    @step
+    def left(self):
+        self.next(self.join)
+
+    @step
+    def right(self):
+        self.next(self.join)
+
+    @step
+    def join(self, inputs):
+        self.next(self.end)
+
+    @step
+    def end(self):
+        pass
+'''
+
+
 def fan_graph() -> dict:
     return services.graph_from_source(FAN_SOURCE, "fan_flow.py", "FanFlow")
 
@@ -63,11 +122,13 @@ def blob_for(text: str) -> ArtifactBlob:
     return blob
 
 
-def origin_create(user, *, namespace: str | None = None, tags=(), parameters=None) -> Run:
+def origin_create(user, *, namespace: str | None = None, tags=(), parameters=None,
+                  graph: dict | None = None) -> Run:
+    graph = graph or fan_graph()
     return services.run_create(
         user=user,
-        flow_name="FanFlow",
-        graph=fan_graph(),
+        flow_name=graph["flow"],
+        graph=graph,
         flow_file="fan_flow.py",
         package=fake_package(),
         parameters=parameters or {"alpha": 1},
@@ -97,7 +158,7 @@ def drive(run: Run, *, fail: tuple[str, ...] = ()) -> Run:
                                     blob=blob_for(f"{run.pk}:{task.key}"))
             services.task_complete(
                 task_id=task.id,
-                foreach_count=3 if task.step_name == "start" else None,
+                foreach_count=3 if run.graph["steps"][task.step_name]["foreach"] else None,
                 next_steps=run.graph["steps"][task.step_name]["next"],
             )
     return Run.objects.get(pk=run.pk)
@@ -196,6 +257,47 @@ def test_rerun_branch_then_join_uses_clones(users, failed_origin):
     assert join.input_task_ids == [task.id for task in fans]
     assert join.origin_task_id is None
     assert keys(run, origin_task__isnull=True) == {"fan[1]", "join", "end"}
+
+
+def test_nested_foreach_resumes_one_cell(users):
+    graph = services.graph_from_source(NESTED_SOURCE, "fan_flow.py", "NestedFlow")
+    origin = drive(origin_create(users["anne"], graph=graph, parameters={"alpha": 1}),
+                   fail=("cell[1][2]",))
+    run = run_resume(user=users["anne"], origin=origin, step=None, tags=[])
+    pending = keys(run, status=Status.PENDING)
+    run = drive(run)
+    rerun = keys(run, origin_task__isnull=True)
+
+    assert origin.status == Status.FAILED
+    assert pending == {"cell[1][2]"}
+    assert run.status == Status.COMPLETED
+    assert rerun == {"cell[1][2]", "row_join[1]", "grid_join", "end"}
+    assert len(keys(run, step_name="cell")) == 9
+    assert keys(run, step_name="row_join") == {"row_join[0]", "row_join[1]", "row_join[2]"}
+
+
+def test_static_branch_resumes_one_side(users):
+    graph = services.graph_from_source(BRANCH_SOURCE, "fan_flow.py", "SplitFlow")
+    origin = drive(origin_create(users["anne"], graph=graph), fail=("right[1]",))
+    run = run_resume(user=users["anne"], origin=origin, step=None, tags=[])
+    pending = keys(run, status=Status.PENDING)
+    run = drive(run)
+
+    assert pending == {"right[1]"}
+    assert run.status == Status.COMPLETED
+    assert keys(run, origin_task__isnull=True) == {"right[1]", "join", "end"}
+
+
+def test_resume_of_a_resume(users, failed_origin):
+    first = run_resume(user=users["anne"], origin=failed_origin, step=None, tags=[])
+    services.run_cancel(run=first, user=users["anne"])
+    first.refresh_from_db()
+    second = run_resume(user=users["anne"], origin=first, step=None, tags=[])
+    clone = Task.objects.get(run=second, key="fan[0]")
+
+    assert keys(second, origin_task__isnull=False) == {"start", "fan[0]", "fan[2]"}
+    assert clone.origin_task.run_id == first.id
+    assert clone.current["origin_run_id"] == str(first.number)
 
 
 def test_step_reruns_downstream(users):
