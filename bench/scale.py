@@ -25,14 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-from run_bench import free_port, load_average, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -73,6 +73,30 @@ class WideFlow(FlowSpec):
 if __name__ == "__main__":
     WideFlow()
 '''
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def machine() -> dict:
+    """Describe the CPU, memory and Python that the numbers were measured on."""
+    model = "unknown"
+    with open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as handle:
+        memory_kb = int(handle.readline().split()[1])
+    return {"nproc": os.cpu_count(), "cpu": model, "ram_gb": round(memory_kb / 1024**2, 1),
+            "python": platform.python_version()}
 
 
 class Stack:

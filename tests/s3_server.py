@@ -1,5 +1,6 @@
 """A local S3 server (moto in server mode on 127.0.0.1) and helpers that point the web
-process and its workers at it. Test modules import the fixtures they use."""
+process and its workers at it. pytest loads it as a plugin (`-p tests.s3_server` in
+pyproject.toml), so the session has one S3 server, started by the first test that uses it."""
 
 from __future__ import annotations
 

@@ -14,8 +14,7 @@ import pytest
 from django.test import override_settings
 
 from tests.conftest import Cli, Worker, write_flow
-from tests.s3_server import (  # noqa: F401 - s3_server is a fixture
-    s3_server,
+from tests.s3_server import (
     storages_for,
     unique_prefix,
     worker_env,

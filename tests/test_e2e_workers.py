@@ -14,8 +14,7 @@ from django.test import override_settings
 
 from tests.bootstrap import VAR
 from tests.conftest import Cli, Worker, wait_for, write_flow
-from tests.s3_server import (  # noqa: F401 - s3_server is a fixture
-    s3_server,
+from tests.s3_server import (
     separate_hosts_supported,
     storages_for,
     unique_prefix,

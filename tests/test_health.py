@@ -3,7 +3,7 @@
 import pytest
 from django.test import override_settings
 
-from tests.s3_server import s3_server, storages_for  # noqa: F401 - s3_server is a fixture
+from tests.s3_server import storages_for
 
 pytestmark = pytest.mark.django_db
 
