@@ -200,6 +200,7 @@ def tasks_clone(*, run: Run, origin: Run, steps: set[str]) -> dict[str, Task]:
         return {}
 
     step_rows = {step.name: step for step in Step.objects.filter(run=run)}
+    cloned_at = timezone.now()
     new_id: dict[int, int] = {}
     clones: dict[str, Task] = {}
     generations: dict[int, list[Task]] = {}
@@ -220,8 +221,9 @@ def tasks_clone(*, run: Run, origin: Run, steps: set[str]) -> dict[str, Task]:
                 input_task_ids=[new_id[parent] for parent in task.input_task_ids],
                 max_attempts=task.max_attempts,
                 queue=task.queue,
-                started_at=task.started_at,
-                finished_at=task.finished_at,
+                # A clone never started in this run, so it stays off the run's timeline.
+                # It finished when it was cloned; the origin task keeps the real times.
+                finished_at=cloned_at,
                 foreach_count=task.foreach_count,
                 next_steps=task.next_steps,
                 origin_task=task,

@@ -208,6 +208,8 @@ def test_cloned_tasks_not_executed(users, failed_origin):
         assert clone.key == origin_task.key
         assert clone.worker_pid is None
         assert clone.worker_host == ""
+        assert clone.started_at is None
+        assert clone.finished_at is not None
         assert not LogChunk.objects.filter(task=clone).exists()
         assert not clone.attempts.exists()
 
