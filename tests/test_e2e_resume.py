@@ -160,6 +160,20 @@ def test_foreach_branch_resumed_by_other_user(cli, branch_flow):
         )
 
 
+def test_resume_completed_run_clones_all(cli, current_flow):
+    from runs.models import Run
+
+    cli.run(current_flow, "run", user="anne", check=True)
+    result = cli.run(current_flow, "resume", user="anne", check=True)
+    run = Run.objects.get(is_resume=True)
+
+    assert "nothing ran again" in result.stderr
+    assert "completed successfully" in result.stdout
+    assert not re.search(r"^\[\d+/(start|end)/", result.stdout, re.M)
+    assert run.status == "completed"
+    assert run.tasks.filter(origin_task__isnull=True).count() == 0
+
+
 def test_resume_without_own_run(cli, branch_flow):
     from runs.models import Run
 

@@ -51,6 +51,9 @@ def resume(ctx, step, origin_run_id, tags, detach):
     where = f"from step {step}" if step else "at the first task that did not succeed"
     click.echo(f"Run {created['pathspec']} resumes {created['origin_pathspec']} {where}, "
                f"in namespace {created['namespace']}.", err=True)
+    if created["status"] == "completed":
+        click.echo(f"Every task of {created['origin_pathspec']} was cloned, so nothing ran "
+                   "again. Pass a STEP to run it and the steps after it again.", err=True)
     if detach:
         click.echo(created["pathspec"])
         return
