@@ -58,6 +58,42 @@ if __name__ == "__main__":
 '''
 
 
+NAP_FLOW = '''
+import os
+import time
+
+from flowsite import FlowSpec, step
+
+FAIL = {fail!r}
+NAP = {nap!r}
+
+
+class NapFlow(FlowSpec):
+
+    @step
+    def start(self):
+        self.value = 1
+        self.next(self.work)
+
+    @step
+    def work(self):
+        if os.path.exists(FAIL):
+            raise RuntimeError("work fails while the fail flag exists")
+        while os.path.exists(NAP):
+            time.sleep(0.2)
+        print("work done")
+        self.next(self.end)
+
+    @step
+    def end(self):
+        pass
+
+
+if __name__ == "__main__":
+    NapFlow()
+'''
+
+
 @pytest.fixture
 def current_flow(flows_dir):
     path = flows_dir / "current_flow.py"
@@ -228,3 +264,46 @@ def test_production_run_resumed_in_own_namespace(sdk, users, current_flow):
     assert start.origin_task.run_id == origin.pk
     assert resumed.origin_pathspec == origin.pathspec
     assert client.Run(run.pathspec).origin_pathspec == origin.pathspec
+
+
+def test_interrupted_resume_keeps_origin(cli, flows_dir, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from runs.models import Run, Task
+
+    fail, nap = tmp_path / "fail", tmp_path / "nap"
+    fail.touch()
+    path = write_flow(flows_dir, "nap_flow.py", NAP_FLOW.format(fail=str(fail), nap=str(nap)))
+    assert cli.run(path, "run", user="anne").returncode == 1
+    origin = Run.objects.get(flow__name="NapFlow")
+    fail.unlink()
+    nap.touch()
+    process = subprocess.Popen([sys.executable, str(path), "resume"], cwd=str(flows_dir),
+                               env=cli.env("anne"), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        # Ctrl-C once the rerun step is running, as a user who gives up waiting would.
+        wait_for(lambda: Task.objects.filter(run__is_resume=True, step_name="work",
+                                             status="running").exists(),
+                 timeout=60, message="the resumed work task to run")
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    interrupted = Run.objects.get(is_resume=True)
+    nap.unlink()
+    result = cli.run(path, "resume", user="anne", check=True)
+    second = Run.objects.filter(is_resume=True).exclude(pk=interrupted.pk).get()
+    start = Task.objects.get(run=second, step_name="start")
+
+    assert process.returncode == 130, err
+    assert interrupted.status == "cancelled"
+    assert interrupted.origin_run_id == origin.pk
+    assert second.origin_run_id == origin.pk
+    assert second.status == "completed"
+    assert start.origin_task.run_id == origin.pk
+    assert "work done" in result.stdout
