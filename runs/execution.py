@@ -454,7 +454,14 @@ def artifacts_record(task: Task, artifacts: dict, inherited_from: Task | None) -
                              type_name=info["type"][:300], preview=info["preview"]))
     Artifact.objects.filter(task=task, attempt=task.attempt).delete()
     Artifact.objects.bulk_create(rows)
+def artifact_names_check(artifacts: dict) -> None:
+    """Reject artifact names that are not identifiers, such as ones set with setattr()."""
+    for name in artifacts:
+        services.validate_name(name, "Artifact name")
 
+
+
+    artifact_names_check(artifacts)
 
 # ---------------------------------------------------------------- the whole task
 

@@ -123,6 +123,8 @@ def graph_from_source(source: str, flow_file: str, flow_name: str) -> dict:
             f"The flow file defines {graph['flow']}, not {flow_name}.", code="invalid_graph"
         )
     return graph
+    for step_name in graph["steps"]:
+        validate_name(step_name, "Step name")
 
 
 def system_tags_for(*, identity_namespace: str, runtime: str, python_version: str) -> list[str]:

@@ -8,6 +8,7 @@ import platform
 
 from django.conf import settings as django_settings
 from django.contrib.auth import authenticate
+from django.db import transaction
 from django.db.models import Count
 from django.http import HttpResponse
 from django.utils.dateparse import parse_datetime
@@ -219,21 +220,26 @@ class RunListView(APIView):
         client_namespace = meta.get("namespace")
         if client_namespace is not None and not isinstance(client_namespace, str):
             raise ValidationFailed("namespace must be a string.")
-        run = services.run_create(
-            user=request.user,
-            flow_name=flow_name,
-            graph=graph,
-            flow_file=flow_file,
-            package=package,
-            parameters=meta.get("parameters") or {},
-            parameter_specs=meta.get("parameter_specs") or [],
-            user_tags=tags,
-            identity_namespace=user_namespace(request.user),
-            runtime=str(meta.get("runtime") or "local")[:100],
-            python_version=str(meta.get("python_version") or platform.python_version())[:40],
-            client_namespace=client_namespace,
-            triggered_by=f"user:{request.user.username}",
-        )
+        # One transaction: a run rejected by run_create leaves no package row behind.
+        with transaction.atomic():
+            package = package_store(data)
+            run = services.run_create(
+                user=request.user,
+                flow_name=flow_name,
+                graph=graph,
+                flow_file=flow_file,
+                package=package,
+                parameters=meta.get("parameters") or {},
+                parameter_specs=meta.get("parameter_specs") or [],
+                user_tags=tags,
+                identity_namespace=user_namespace(request.user),
+                runtime=str(meta.get("runtime") or "local")[:100],
+                python_version=str(
+                    meta.get("python_version") or platform.python_version()
+                )[:40],
+                client_namespace=client_namespace,
+                triggered_by=f"user:{request.user.username}",
+            )
         run = selectors.with_tags(type(run).objects.filter(pk=run.pk)).get()
         return Response(s.RunSerializer(run).data, status=status.HTTP_201_CREATED)
 
