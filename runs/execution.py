@@ -432,7 +432,14 @@ def blob_store(path: str, sha256: str, size: int) -> ArtifactBlob:
         return ArtifactBlob.objects.get(sha256=sha256)
 
 
+def artifact_names_check(artifacts: dict) -> None:
+    """Reject artifact names that are not identifiers, such as ones set with setattr()."""
+    for name in artifacts:
+        services.validate_name(name, "Artifact name")
+
+
 def artifacts_record(task: Task, artifacts: dict, inherited_from: Task | None) -> None:
+    artifact_names_check(artifacts)
     inherited = {}
     if inherited_from is not None:
         inherited = {
@@ -454,14 +461,7 @@ def artifacts_record(task: Task, artifacts: dict, inherited_from: Task | None) -
                              type_name=info["type"][:300], preview=info["preview"]))
     Artifact.objects.filter(task=task, attempt=task.attempt).delete()
     Artifact.objects.bulk_create(rows)
-def artifact_names_check(artifacts: dict) -> None:
-    """Reject artifact names that are not identifiers, such as ones set with setattr()."""
-    for name in artifacts:
-        services.validate_name(name, "Artifact name")
 
-
-
-    artifact_names_check(artifacts)
 
 # ---------------------------------------------------------------- the whole task
 

@@ -122,9 +122,9 @@ def graph_from_source(source: str, flow_file: str, flow_name: str) -> dict:
         raise ValidationFailed(
             f"The flow file defines {graph['flow']}, not {flow_name}.", code="invalid_graph"
         )
-    return graph
     for step_name in graph["steps"]:
         validate_name(step_name, "Step name")
+    return graph
 
 
 def system_tags_for(*, identity_namespace: str, runtime: str, python_version: str) -> list[str]:
@@ -164,9 +164,9 @@ def run_create(
     validate_name(flow_name, "Flow name")
     parameters_validate(parameters, parameter_specs)
     user_tags = user_tags_validate(user_tags)
-    system_tags = system_tags_for(
     if client_namespace:
         client_namespace = user_tags_validate([client_namespace])[0]
+    system_tags = system_tags_for(
         identity_namespace=identity_namespace, runtime=runtime, python_version=python_version
     )
     # A user tag equal to one of the run's own system tags adds nothing.
@@ -471,6 +471,10 @@ def tags_mutate(
             raise ValidationFailed(str(exc), code=exc.code) from None
 
     with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT set_config('lock_timeout', %s, true)",
+                               [f"{TAG_LOCK_TIMEOUT_MS}ms"])
         locked = Run.objects.select_for_update().get(pk=run.pk)
         rows = {row.name: row for row in RunTag.objects.filter(run=locked)}
         system = {name for name, row in rows.items() if row.system}
@@ -484,10 +488,6 @@ def tags_mutate(
         to_add = []
         for tag in add:
             if tag in system or tag in to_add:
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT set_config('lock_timeout', %s, true)",
-                               [f"{TAG_LOCK_TIMEOUT_MS}ms"])
                 continue  # already a system tag: nothing to do
             if tag_rules.is_system_tag(tag):
                 raise RuleViolation(

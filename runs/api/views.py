@@ -216,7 +216,6 @@ class RunListView(APIView):
         tags = meta.get("tags") or []
         if not isinstance(tags, list):
             raise ValidationFailed("tags must be a list of strings.", code="invalid_tag")
-        package = package_store(data)
         client_namespace = meta.get("namespace")
         if client_namespace is not None and not isinstance(client_namespace, str):
             raise ValidationFailed("namespace must be a string.")
