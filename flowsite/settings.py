@@ -124,6 +124,8 @@ FLOWSITE_SCHEDULE_EVERY_SECONDS = config.env_int("FLOWSITE_SCHEDULE_EVERY_SECOND
 # Celery. The embedded default is kombu's filesystem transport under var/broker.
 CELERY_BROKER_URL = config.broker_url()
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    # kombu's filesystem transport with a short drain timeout; see flowsite/broker.py.
+    CELERY_BROKER_TRANSPORT = "flowsite.broker:FilesystemTransport"
     _broker_dir = VAR_DIR / "broker"
     (_broker_dir / "processed").mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {

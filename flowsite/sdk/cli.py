@@ -62,7 +62,9 @@ def parse_parameters(flow: FlowContext, args: list[str]) -> dict:
             raise ParameterError(f"Unknown parameter --{name}. Valid parameters: {valid}.")
         if inline == "" and "=" not in arg:
             if index + 1 >= len(args):
-                raise ParameterError(f"Parameter --{name} needs a value.")
+                raise ParameterError(
+                    f"Parameter --{name} needs a value. Valid parameters: {valid}."
+                )
             raw = args[index + 1]
             index += 2
         else:
