@@ -28,8 +28,8 @@ pytestmark = [
                        reason=f"Chromium not found at {CHROMIUM}; apt-get install chromium"),
 ]
 
-# Playwright's sync API keeps an event loop in this thread; the ORM calls the tests make
-# between browser steps are ordinary blocking calls, so Django may allow them.
+# Playwright's sync API runs an event loop in this thread, so Django would reject the
+# ORM calls these tests make between browser steps. They are plain blocking calls.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 SLOW_FLOW = '''
@@ -56,6 +56,40 @@ class SlowFlow(FlowSpec):
 
 if __name__ == "__main__":
     SlowFlow()
+'''
+
+
+FANOUT_FLOW = '''
+import time
+from flowsite import FlowSpec, Parameter, step
+
+
+class FanoutFlow(FlowSpec):
+    size = Parameter("size", default=3)
+
+    @step
+    def start(self):
+        self.items = list(range(int(self.size)))
+        self.next(self.train, foreach="items")
+
+    @step
+    def train(self):
+        time.sleep(1.5)
+        self.score = self.input * 10
+        self.next(self.join)
+
+    @step
+    def join(self, inputs):
+        self.best = max(task.score for task in inputs)
+        self.next(self.end)
+
+    @step
+    def end(self):
+        print("best", self.best)
+
+
+if __name__ == "__main__":
+    FanoutFlow()
 '''
 
 
@@ -134,7 +168,7 @@ def test_anne_sees_only_her_runs(login, team_runs):
     page = login("anne")
     assert shown_runs(page) == {team_runs[k].pathspec for k in ("a1", "a2", "a3")}
     assert page.locator(".ns-current").inner_text() == "user:anne"
-    screenshot(page, "runs-page")
+    screenshot(page, "runs-page-own-namespace")
 
 
 def test_switch_to_will(login, team_runs):
@@ -161,6 +195,7 @@ def test_filter_two_tags_and_back(login, team_runs):
     assert shown_runs(page) == {team_runs["a1"].pathspec}
     assert "tag=exp&tag=gpu" in page.url
     assert not_reloaded(page)
+    screenshot(page, "runs-page-filtered")
 
     page.go_back()
     page.wait_for_function("() => !location.search.includes('tag=gpu')")
@@ -237,10 +272,11 @@ def start_detached(cli, path, *args, user="anne") -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def test_follow_running_run(login, cli, slow_flow, live_server):
+def test_follow_running_run(login, cli, flows_dir, live_server):
     from runs.models import Run
 
-    pathspec = start_detached(cli, slow_flow)
+    path = write_flow(flows_dir, "fanout_flow.py", FANOUT_FLOW)
+    pathspec = start_detached(cli, path, "--tag", "demo")
     flow, number = pathspec.split("/")
     page = login("anne")
     page.goto(f"{live_server.url}/runs/{flow}/{number}")
@@ -250,13 +286,17 @@ def test_follow_running_run(login, cli, slow_flow, live_server):
     screenshot(page, "run-page-running")
     page.wait_for_selector("#run-live .run-head .status-completed", timeout=60_000)
     assert Run.objects.get(flow__name=flow, number=int(number)).status == "completed"
-    assert page.locator("svg.dag .node-completed").count() == 2
-    assert page.locator("svg.gantt rect.bar").count() == 2
+    assert page.locator("svg.dag .node-completed").count() == 4
+    assert "foreach ×3" in page.text_content("svg.dag a[data-step='start']")
+    assert page.locator("svg.gantt rect.bar").count() == 6
     assert not_reloaded(page)
-    page.click("svg.dag a[data-step='start']")
+    page.click("svg.dag a[data-step='train']")
     page.wait_for_selector("#step-tasks table.tasks")
-    assert "step=start" in page.url
+    assert page.locator("#step-tasks tbody tr").count() == 3
+    assert "step=train" in page.url
     screenshot(page, "run-page")
+    page.goto(f"{live_server.url}/")
+    screenshot(page, "runs-page")
 
 
 def test_task_live_log(login, cli, slow_flow, live_server):
@@ -314,3 +354,29 @@ def test_user_strings_never_run(login, cli, flows_dir, live_server, users):
     assert XSS_ATTR in page.inner_text("#tags")
     assert payload in page.inner_text(".facts")
     assert page.js_errors == []
+
+
+def test_pages_work_without_javascript(browser, live_server, team_runs):
+    from runs.models import RunTag
+
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        page.goto(f"{live_server.url}/login/")
+        page.fill("input[name=username]", "anne")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.fill("#tag-input", "gpu")
+        page.press("#tag-input", "Enter")
+        page.wait_for_url(re.compile(r"tag=gpu"))
+        assert shown_runs(page) == {team_runs["a1"].pathspec, team_runs["a3"].pathspec}
+
+        run = team_runs["a1"]
+        page.click(f"#run-{run.id} a.run-link")
+        page.fill("input[name=add]", "no-js")
+        page.click(".add-tag button")
+        page.wait_for_selector(".user-tag .tag-name:text-is('no-js')")
+        assert RunTag.objects.filter(run=run, name="no-js").exists()
+    finally:
+        context.close()

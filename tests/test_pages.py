@@ -168,11 +168,11 @@ def test_runs_history_restore_gets_full_page(anne, runs):
 
 
 def test_runs_keyset_load_more(anne, users):
-    made = [make_run(users["anne"], "ManyFlow") for _ in range(55)]
+    created = [make_run(users["anne"], "ManyFlow") for _ in range(55)]
     first = anne.get(reverse("runs:list"))
     cursor = re.search(r'cursor=(\d+)"', first.content.decode()).group(1)
     more = anne.get(reverse("runs:list"), {"part": "more", "cursor": cursor,
-                                            "top": made[-1].id}, **HX)
+                                            "top": created[-1].id}, **HX)
     first_numbers = run_numbers(first)
     more_numbers = run_numbers(more)
     assert len(first_numbers) == 50
@@ -224,20 +224,14 @@ def test_tag_suggest_query_count(anne, runs, django_assert_max_num_queries):
         anne.get(reverse("runs:tag-suggest"), {"tag": "e"}, **HX)
 
 
-def test_runs_page_query_count_fixed(anne, users, django_assert_num_queries):
+def test_runs_page_query_count_fixed(anne, users):
     for index in range(3):
         make_run(users["anne"], "CountFlow", tags=[f"t{index}"])
-    anne.get(reverse("runs:list"))  # warm the session and content types
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    with CaptureQueriesContext(connection) as few:
-        anne.get(reverse("runs:list"))
+    anne.get(reverse("runs:list"))  # the first request loads the session
+    few = count_queries(anne, reverse("runs:list"))
     for index in range(20):
         make_run(users["anne"], "CountFlow", tags=[f"u{index}", "more"])
-    with CaptureQueriesContext(connection) as many:
-        anne.get(reverse("runs:list"))
-    assert len(many.captured_queries) == len(few.captured_queries)
+    assert count_queries(anne, reverse("runs:list")) == few
 
 
 # ---------------------------------------------------------------- bulk tagging
@@ -327,7 +321,9 @@ def test_run_page_full_and_partials(anne, runs):
     full = anne.get(url).content.decode()
     live = anne.get(url, {"part": "live"}, **HX).content.decode()
     tags = anne.get(url, {"part": "tags"}, **HX).content.decode()
-    assert "<html" in full and 'class="dag"' in full and 'id="tags"' in full
+    assert "<html" in full
+    assert 'class="dag"' in full
+    assert 'id="tags"' in full
     assert live.lstrip().startswith('<div id="run-live"')
     assert 'hx-trigger="every 2s"' in live
     assert tags.lstrip().startswith('<section id="tags"')
@@ -360,7 +356,8 @@ def test_run_page_dag_nodes_and_step_tasks(anne, users):
     html = anne.get(url).content.decode()
     tasks = anne.get(url, {"part": "step-tasks", "step": "start"}, **HX).content.decode()
     assert html.count('class="node node-') == 2
-    assert 'data-step="start"' in html and 'data-step="end"' in html
+    assert 'data-step="start"' in html
+    assert 'data-step="end"' in html
     assert tasks.lstrip().startswith('<section id="step-tasks">')
     assert f"/runs/DagFlow/{run.number}/start/" in tasks
 
@@ -465,11 +462,14 @@ def test_user_strings_are_escaped(anne, users):
 def test_token_created_once_and_revoked(anne, users):
     from tokens.models import ApiToken
 
-    created = anne.post(reverse("tokens:list"), {"name": "laptop"}).content.decode()
+    posted = anne.post(reverse("tokens:list"), {"name": "laptop"})
+    created = anne.get(posted["Location"]).content.decode()
+    reloaded = anne.get(reverse("tokens:list")).content.decode()
     token = ApiToken.objects.get(user=users["anne"], name="laptop")
-    listed = anne.get(reverse("tokens:list")).content.decode()
+    assert posted.status_code == 302
     assert re.search(r'id="new-token">fst_', created)
-    assert "fst_" in listed and 'id="new-token"' not in listed
+    assert "fst_" in reloaded
+    assert 'id="new-token"' not in reloaded
     anne.post(reverse("tokens:revoke", args=[token.id]))
     token.refresh_from_db()
     assert token.revoked_at is not None
@@ -529,7 +529,8 @@ def test_task_page_shows_newest_log_page(anne, task_with_output):
 def test_task_page_earlier_log_page(anne, task_with_output):
     html = anne.get(task_url(task_with_output), {"stream": "stdout", "before": 30}
                     ).content.decode()
-    assert "line 0\n" in html and "line 29\n" in html
+    assert "line 0\n" in html
+    assert "line 29\n" in html
     assert "line 30\n" not in html
     assert "Later lines" in html
 
@@ -539,7 +540,8 @@ def test_task_log_tail_partial(anne, task_with_output):
                         {"part": "log", "stream": "stdout", "after": 127}, **HX)
     html = response.content.decode()
     assert "<html" not in html
-    assert "line 128" in html and "line 129" in html
+    assert "line 128" in html
+    assert "line 129" in html
     assert "line 127" not in html
     assert "hx-trigger" not in html
 
@@ -548,7 +550,7 @@ def test_task_log_search(anne, task_with_output):
     full = anne.get(task_url(task_with_output), {"q": "line 12"}).content.decode()
     partial = anne.get(task_url(task_with_output), {"q": "LINE 12", "part": "search"},
                        **HX).content.decode()
-    assert "11 lines of stdout contain" in full
+    assert "Lines of stdout containing “line 12”: 11." in full
     assert partial.lstrip().startswith('<div id="log-search-result">')
     assert partial.count("line 12") == 11
 
@@ -588,3 +590,56 @@ def test_task_page_escapes_log_and_preview(anne, task_with_output):
 
 def test_task_page_bad_attempt_400(anne, task_with_output):
     assert anne.get(task_url(task_with_output), {"attempt": 5}).status_code == 400
+
+
+def test_token_without_name_400(anne):
+    response = anne.post(reverse("tokens:list"), {"name": "  "})
+    assert response.status_code == 400
+    assert "Give the token a name" in response.content.decode()
+
+
+def count_queries(client, url, params=None) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(url, params or {}).status_code == 200
+    return len(captured.captured_queries)
+
+
+def add_tasks(run, step_name: str, count: int) -> None:
+    from runs.models import Task
+
+    step = run.steps.get(name=step_name)
+    now = timezone.now()
+    Task.objects.bulk_create([
+        Task(run=run, step=step, step_name=step_name, key=f"{step_name}/{index}",
+             status="completed", foreach_index=index, started_at=now, finished_at=now)
+        for index in range(count)
+    ])
+
+
+def test_run_page_query_count_fixed(anne, users):
+    from runs import services
+
+    small = make_run(users["anne"], "WideFlow")
+    large = make_run(users["anne"], "WideFlow")
+    add_tasks(small, "start", 2)
+    add_tasks(large, "start", 40)
+    for tag in ("a", "b", "c"):
+        services.tags_mutate(run=large, user=users["anne"], add=[tag])
+    params = {"step": "start"}
+    anne.get(reverse("runs:run", args=["WideFlow", small.number]))
+    few = count_queries(anne, reverse("runs:run", args=["WideFlow", small.number]), params)
+    many = count_queries(anne, reverse("runs:run", args=["WideFlow", large.number]), params)
+    assert many == few
+
+
+def test_flow_page_query_count_fixed(anne, users):
+    make_run(users["anne"], "CountedFlow", tags=["x"])
+    url = reverse("runs:flow", args=["CountedFlow"])
+    anne.get(url)
+    few = count_queries(anne, url)
+    for index in range(10):
+        make_run(users["anne"], "CountedFlow", tags=[f"t{index}"])
+    assert count_queries(anne, url) == few

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from runs import selectors
@@ -22,7 +22,7 @@ def _parse_time(value: str, name: str) -> datetime | None:
         return None
     for fmt in TIME_FORMATS:
         try:
-            return datetime.strptime(value, fmt).replace(tzinfo=timezone.utc)
+            return datetime.strptime(value, fmt).replace(tzinfo=UTC)
         except ValueError:
             continue
     raise ValidationFailed(

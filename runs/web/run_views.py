@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Max
@@ -16,6 +18,8 @@ from runs.models import Run, TagEvent, Task
 from runs.web.graphs import GANTT_MAX_TASKS, dag_layout, gantt_layout
 from runs.web.namespaces import current_namespace, namespace_query
 from runs.web.views import error_page, is_partial, render_page
+
+logger = logging.getLogger(__name__)
 
 STEP_TASKS_PAGE = 100
 TAG_EVENTS_SHOWN = 50
@@ -34,7 +38,7 @@ def _run_or_error(request, flow, run_id):
 
 
 def _live_context(run: Run) -> dict:
-    """The parts of the run page that change while it runs: DAG and timeline."""
+    """Build the parts of the run page that change while it runs: DAG and timeline."""
     step_status = dict(run.steps.values_list("name", "status"))
     task_counts = dict(
         Task.objects.filter(run=run).values("step_name").annotate(n=Count("id"))
@@ -122,6 +126,8 @@ def run_tags(request, flow, run_id):
         try:
             services.tags_mutate(run=run, user=request.user, add=add, remove=remove)
         except ServiceError as exc:
+            logger.info("tag change on run %s by %s rejected: %s", run.pk,
+                        request.user.username, exc)
             message = str(exc)
 
     if is_partial(request):

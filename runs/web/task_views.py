@@ -76,8 +76,11 @@ def log_page(task, attempt: int, stream: str, *, after=None, before=None) -> dic
         more_before = len(rows) > LOG_PAGE_CHUNKS
         rows = list(reversed(rows[:LOG_PAGE_CHUNKS]))
         more_after = before is not None
-    first = rows[0][0] if rows else (after if after is not None else -1)
-    last = rows[-1][0] if rows else (after if after is not None else -1)
+    if rows:
+        first, last = rows[0][0], rows[-1][0]
+    else:
+        # No chunk on this page: keep the position, so a tail poll asks again from it.
+        first = last = after if after is not None else -1
     finished = task.status in TERMINAL or attempt < task.attempt
     return {
         "stream": stream,

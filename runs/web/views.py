@@ -90,7 +90,8 @@ def _int_param(request, name):
 @login_required
 @require_GET
 def run_list(request):
-    """The runs table. HTMX parts: results (filter change), more (load more), live (poll)."""
+    """Render the runs table, or one HTMX part of it: results (filter change), more
+    (load more) or live (the refresh poll)."""
     try:
         filters = RunFilters.from_request(request)
         runs = filters.queryset()
@@ -114,8 +115,8 @@ def run_list(request):
             elif top is None:
                 # Runs created after this id count as new, whether or not any matched.
                 top = Run.objects.order_by("-id").values_list("id", flat=True).first() or 0
-            # Refresh down to the oldest row shown; with nothing older to load, refresh
-            # every older run too, so an old run that starts to match shows up.
+            # Refresh down to the oldest row shown. When nothing older is left to load,
+            # refresh all older runs too, so an old run that starts to match shows up.
             bottom = items[-1].id if next_cursor and items else 0
         new_runs = runs.filter(id__gt=top).values_list("id", flat=True)[:NEW_RUNS_CAP]
         new_count = len(new_runs)
@@ -207,6 +208,8 @@ def runs_bulk_tag(request):
                     )
                     changed += 1
         except ServiceError as exc:
+            logger.info("bulk %s of tag %r on runs %s by %s rejected: %s", action, tag,
+                        run_ids, request.user.username, exc)
             error = str(exc)
             changed = 0
         else:
@@ -220,13 +223,12 @@ def runs_bulk_tag(request):
         f"{verb} tag “{tag}” {'to' if action == 'add' else 'from'} {changed} runs."
     )
     if is_partial(request):
+        # Errors come back with status 200 too, because htmx swaps no 4xx response
+        # in by default and the message belongs next to the form.
         response = render(request, "runs/run_list.html#bulk-result",
-                          {"notice": notice, "error": error}, status=200 if not error else 400)
+                          {"notice": notice, "error": error})
         # Tell the runs table to refresh so the new tags show at once.
         response["HX-Trigger"] = "runs-changed"
-        if error:
-            # Keep the 4xx status meaningful but let htmx swap the message in.
-            response.status_code = 200
         return response
     if error:
         messages.error(request, error)
@@ -273,7 +275,8 @@ def _pathspec_target(parts: list[str]):
 @login_required
 @require_GET
 def go(request):
-    """Open a pathspec; outside the namespace say so and offer the switch, as the SDK does."""
+    """Redirect to the page of a pathspec. A run outside the namespace gets an error page
+    that offers the switch, as the SDK's NamespaceMismatch does."""
     raw = request.GET.get("path", "").strip().strip("/")[:1000]
     namespace = current_namespace(request)
     ns = namespace_query(namespace)
