@@ -4,18 +4,19 @@ will, who is not staff, is told he needs the token."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from runs.models import Deployment, Run
-from tests.test_browser import CHROMIUM, browser, login  # noqa: F401 - shared fixtures
 from tests.conftest import write_flow
+from tests.test_browser import CHROMIUM, browser, login  # noqa: F401 - shared fixtures
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.e2e,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not __import__("pathlib").Path(CHROMIUM).exists(),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(),
                        reason=f"Chromium not found at {CHROMIUM}; apt-get install chromium"),
 ]
 
@@ -48,7 +49,7 @@ def deployed(cli, flows_dir):
     return re.search(r"Production token \(shown once[^\n]*\n\s+(\S+)", out).group(1)
 
 
-def test_admin_issues_token_and_triggers(login, deployed, live_server):
+def test_admin_issues_token_and_triggers(login, deployed, live_server):  # noqa: F811
     page = login("admin")
     page.click("text=Deployments")
     namespace = Deployment.objects.get().namespace
@@ -75,7 +76,7 @@ def test_admin_issues_token_and_triggers(login, deployed, live_server):
     assert Deployment.objects.get().paused
 
 
-def test_non_staff_needs_token(login, deployed):
+def test_non_staff_needs_token(login, deployed):  # noqa: F811
     page = login("will")
     page.goto(page.url.split("?")[0].rstrip("/") + "/deployments/HelloFlow")
     assert page.locator("text=Only holders of the production token").count() == 1

@@ -208,8 +208,13 @@ def test_cli_tokens_authorize_and_store(cli, flows_dir):
     assert json.loads(will_tokens.read_text()) == {"HelloFlow": token}
     assert stat.S_IMODE(os.stat(will_tokens).st_mode) == 0o600
 
-    # will needs no --authorize again; anne is no longer the last deployer but has
-    # the token stored from her first deploy.
+    # will needs no --authorize again, and a stale token he passes is not stored.
+    stale = cli.run(hello, "deploy", "create", "--authorize", "stale-token", user="will",
+                    check=True)
+    assert "was not stored" in stale.stderr
+    assert json.loads(will_tokens.read_text()) == {"HelloFlow": token}
+
+    # anne is no longer the last deployer, but has the token stored from her first deploy.
     cli.run(hello, "deploy", "create", user="will", check=True)
     cli.run(hello, "deploy", "create", user="anne", check=True)
     assert Deployment.objects.get().deployed_by.username == "anne"

@@ -59,8 +59,11 @@ def create(ctx, authorize, generate_new_token, tags, namespace):
     token = result.get("token")
     if token:
         token_store(flow.name, token)
-    elif authorize:
+    elif authorize and result.get("token_accepted"):
         token_store(flow.name, authorize)
+    elif authorize:
+        click.echo("Warning: the --authorize token is not the current production token, so "
+                   "it was not stored; you deployed as the previous deployer.", err=True)
 
     click.echo(f"{flow.name} deployed to production namespace {namespace_name}.")
     if result.get("schedule"):
@@ -92,7 +95,7 @@ def trigger(ctx, authorize):
     given = {name: value for name, value in parameters.items() if name in given_names}
     result = http.post(f"deployments/{flow.name}/trigger", json={"parameters": given},
                        headers=token_headers(flow.name, authorize))
-    if authorize:
+    if authorize and result.get("token_accepted"):
         token_store(flow.name, authorize)
     click.echo(f"Run {result['pathspec']} started in {result['namespace']}.", err=True)
     click.echo(result["pathspec"])

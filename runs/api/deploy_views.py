@@ -138,6 +138,10 @@ class DeploymentListView(APIView):
         )
         body = dict(DeploymentSerializer(deployment).data)
         body["first_deploy"] = deployment.generation == 0 and raw is not None
+        # Tells the CLI whether the token it sent is worth storing: the previous deployer
+        # is let in even with a stale one.
+        body["token_accepted"] = deployments.token_matches(
+            deployment, deployments.token_normalize(production_token(request)))
         # The token is in this response only; the server keeps its hash.
         body["token"] = raw
         code = status.HTTP_201_CREATED if raw else status.HTTP_200_OK
@@ -169,9 +173,11 @@ class DeploymentTriggerView(APIView):
             deployment=deployment, user=request.user, token=production_token(request),
             parameters=data.validated_data["parameters"], via="api",
         )
+        token_accepted = deployments.token_matches(
+            deployment, deployments.token_normalize(production_token(request)))
         return Response({"pathspec": run.pathspec, "flow": flow, "id": run.number,
                          "namespace": run.identity_namespace, "status": run.status,
-                         "triggered_by": run.triggered_by},
+                         "triggered_by": run.triggered_by, "token_accepted": token_accepted},
                         status=status.HTTP_201_CREATED)
 
 
