@@ -62,13 +62,22 @@ admin.site.register(models.ArtifactBlob)
 
 @admin.register(models.Deployment)
 class DeploymentAdmin(admin.ModelAdmin):
+    """Read-only, because changes made here would skip the beat schedule and the audit
+    log. Staff change deployments on the dashboard's Deployments page."""
+
     list_display = ("flow", "namespace", "deployed_by", "deployed_at", "schedule", "paused")
     search_fields = ("flow__name", "namespace")
-    raw_id_fields = ("flow", "deployed_by", "code_package", "periodic_task")
     # The hash is of no use to a reader; the token itself is never stored.
     exclude = ("token_hash",)
-    readonly_fields = ("namespace", "generation", "token_issued_at", "graph",
-                       "parameter_specs")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(models.DeploymentEvent)
