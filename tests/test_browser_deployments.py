@@ -1,5 +1,5 @@
 """The Deployments pages in Chromium: an admin issues a token and triggers a run, and
-will, who is not staff, is told he needs the token."""
+will, who is not staff, sees that he needs the token."""
 
 from __future__ import annotations
 
