@@ -10,7 +10,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 def test_workers_lists_session_worker(worker):
     out = StringIO()
-    call_command("flowsite_workers", "--timeout", "5", stdout=out)
+    call_command("flowsite_workers", "--timeout", "3", stdout=out)
     lines = {line.split()[0]: line for line in out.getvalue().splitlines() if "@" in line}
     mine = [line for name, line in lines.items() if name.startswith("worker1@")]
 

@@ -16,8 +16,16 @@ class Command(BaseCommand):
     def handle(self, *args, timeout: float, **options):
         from flowsite.celery_app import app
 
-        inspect = app.control.inspect(timeout=timeout)
         try:
+            # The ping waits the whole timeout, because the number of workers is unknown.
+            # The questions after it name the workers, so they return once all replied.
+            names = sorted(name for reply in app.control.ping(timeout=timeout) for name in reply)
+            if not names:
+                raise CommandError(
+                    f"No worker responded within {timeout:g} s. Start one with "
+                    "`celery -A flowsite.celery_app worker -Q default`, or raise --timeout."
+                )
+            inspect = app.control.inspect(destination=names, timeout=timeout, limit=len(names))
             stats = inspect.stats() or {}
             queues = inspect.active_queues() or {}
             active = inspect.active() or {}
@@ -25,15 +33,10 @@ class Command(BaseCommand):
             raise CommandError(
                 f"Could not reach the broker ({exc}). Check CELERY_BROKER_URL."
             ) from None
-        if not stats:
-            raise CommandError(
-                f"No worker responded within {timeout:g} s. Start one with "
-                "`celery -A flowsite.celery_app worker -Q default`, or raise --timeout."
-            )
 
-        for name in sorted(stats):
-            pool = stats[name].get("pool", {}).get("max-concurrency", "?")
+        for name in names:
+            pool = stats.get(name, {}).get("pool", {}).get("max-concurrency", "?")
             names = ",".join(sorted(q["name"] for q in queues.get(name, []))) or "-"
             busy = len(active.get(name, []))
             self.stdout.write(f"{name}  queues={names}  pool={pool}  busy={busy}")
-        self.stdout.write(f"{len(stats)} worker(s) responded.")
+        self.stdout.write(f"{len(names)} worker(s) responded.")
