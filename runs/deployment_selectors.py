@@ -17,6 +17,10 @@ def deployments_all():
     ).order_by("-id")
 
 
+def deployment_of_flow(flow_name: str) -> Deployment | None:
+    return deployments_all().filter(flow__name=flow_name).first()
+
+
 def recent_runs(deployment_ids: list[int], per_deployment: int = RECENT_RUNS) -> dict:
     """Return {deployment id: its newest runs}, in one query for the whole page."""
     if not deployment_ids:

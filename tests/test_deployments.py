@@ -474,6 +474,16 @@ def test_non_staff_page_trigger_with_token(deploy, users):
     assert Run.objects.get().triggered_by == "user:will"
 
 
+def test_flow_page_shows_deployment(deploy, users):
+    namespace = deploy("anne", schedule="@schedule(hourly=True)").json()["namespace"]
+
+    page = login(None, "will").get("/flows/PredictionFlow").content.decode()
+
+    assert namespace in page
+    assert "0 * * * *" in page
+    assert 'href="/deployments/PredictionFlow"' in page
+
+
 def test_django_admin_lists_deployments(deploy, users):
     deploy("anne")
     admin = login(None, "admin")

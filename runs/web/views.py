@@ -18,7 +18,7 @@ from django.utils.cache import patch_vary_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from runs import selectors, services
+from runs import deployment_selectors, selectors, services
 from runs.errors import NamespaceMismatch, NotFound, ServiceError, ValidationFailed
 from runs.models import Run, TagCount
 from runs.web.filters import RunFilters
@@ -139,7 +139,12 @@ def run_list(request):
         "server_url": request.build_absolute_uri("/").rstrip("/"),
     }
     partial = {"results": "results", "more": "more", "live": "live"}.get(part, "results")
-    return render_page(request, "runs/run_list.html", context, partial=partial)
+    response = render_page(request, "runs/run_list.html", context, partial=partial)
+    if partial == "results" and is_partial(request):
+        # Put the canonical filter URL in the history instead of the raw form fields,
+        # empty ones included, that hx-push-url would push.
+        response["HX-Push-Url"] = f"{reverse('runs:list')}?{context['filter_query']}"
+    return response
 
 
 @login_required
@@ -259,6 +264,7 @@ def flow_detail(request, flow):
         "latest": selectors.latest_run(flow, namespace),
         "latest_successful": selectors.latest_run(flow, namespace, successful=True),
         "namespace": namespace,
+        "deployment": deployment_selectors.deployment_of_flow(flow),
     }
     return render_page(request, "runs/flow_detail.html", context, partial="runs")
 
