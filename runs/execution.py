@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
@@ -362,11 +363,12 @@ def run_child(task: Task, spec_path: str, code_dir: Path, writer: LogWriter) -> 
     started = time.monotonic()
     last_beat = started
     reason = ""
+    pidfd = _pidfd_open(process.pid)
     while True:
         code = process.poll()
         if code is not None:
             break
-        time.sleep(0.05)
+        _wait_for_exit(pidfd, 0.25)
         now = time.monotonic()
         if now - last_beat >= min(settings.FLOWSITE_HEARTBEAT_INTERVAL, 1.0):
             writer.flush()
@@ -379,10 +381,30 @@ def run_child(task: Task, spec_path: str, code_dir: Path, writer: LogWriter) -> 
         if limit is not None and now - started > limit:
             reason = f"timed out: the step ran longer than its @timeout limit of {limit:g} s"
             _kill(process)
+    if pidfd is not None:
+        os.close(pidfd)
     for thread in threads:
         thread.join(timeout=5)
     writer.flush()
     return process.returncode, reason
+
+
+def _pidfd_open(pid: int) -> int | None:
+    """Return a file descriptor that becomes readable when the process exits, or None
+    where pidfd_open is missing (Linux before 5.3, other systems)."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _wait_for_exit(pidfd: int | None, seconds: float) -> None:
+    """Sleep until the child exits or `seconds` pass. With a pidfd the worker wakes at
+    the exit itself; a fixed 50 ms poll added 25 ms to every task on average."""
+    if pidfd is None:
+        time.sleep(min(seconds, 0.05))
+        return
+    select.select([pidfd], [], [], seconds)
 
 
 _last_heartbeat: dict[int, float] = {}

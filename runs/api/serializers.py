@@ -9,12 +9,17 @@ from runs.models import Artifact, Run, Task, TagEvent
 
 class TagsMixin:
     def _tags(self, run: Run):
+        # Three fields read these lists; build them once per run object.
+        cached = getattr(run, "_serialized_tags", None)
+        if cached is not None:
+            return cached
         rows = list(run.tag_rows.all())
-        return {
+        run._serialized_tags = {
             "tags": sorted(row.name for row in rows),
             "system_tags": sorted(row.name for row in rows if row.system),
             "user_tags": sorted(row.name for row in rows if not row.system),
         }
+        return run._serialized_tags
 
 
 class RunSerializer(TagsMixin, serializers.ModelSerializer):
