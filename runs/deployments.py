@@ -1,10 +1,10 @@
 """Services that write deployments: deploy, authorize with production tokens, trigger
 production runs, keep Celery beat schedules in step, and record the audit log.
 
-The rule for changing a deployment: the person who made the previous deployment may,
-and so may anyone presenting the current production token. Staff may also trigger,
-pause, resume and delete from the dashboard, and only staff issue new tokens or reset
-the namespace. The production namespace is public; the token is the secret.
+The person who made the previous deployment may change it, and so may anyone presenting
+the current production token. Staff may also trigger, pause, resume and delete (on the
+dashboard or through the API), and only staff issue new tokens or reset the namespace.
+The production namespace name is public, and the token is the secret.
 """
 
 from __future__ import annotations
