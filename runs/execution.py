@@ -22,7 +22,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -262,8 +262,19 @@ class LogWriter:
                          seq=self.seq[stream], text=text, line_count=len(lines))
             )
             self.seq[stream] += 1
-        if rows:
+        if not rows:
+            return
+        try:
             LogChunk.objects.bulk_create(rows)
+        except DatabaseError as exc:
+            # The database may be restarting: keep the lines and write them next time.
+            logger.warning("task %s: log lines not written yet, will retry: %s",
+                           self.task.id, exc)
+            connection.close()
+            with self.lock:
+                for stream, lines in batches.items():
+                    self.pending[stream][:0] = lines
+                    self.seq[stream] -= 1
 
     def note(self, stream: str, text: str):
         with self.lock:
@@ -411,14 +422,25 @@ _last_heartbeat: dict[int, float] = {}
 
 
 def _heartbeat(task: Task) -> bool:
-    """Record that the task is alive; return True if its run asks it to stop."""
+    """Record that the task is alive; return True if its run asks it to stop.
+
+    A database error does not stop the step: the broken connection is closed and the
+    next beat opens a new one. If the database stays away longer than the heartbeat
+    timeout, the sweep fails the attempt as it would for a lost worker.
+    """
     now = time.monotonic()
-    if now - _last_heartbeat.get(task.id, 0) >= settings.FLOWSITE_HEARTBEAT_INTERVAL:
-        stamp = timezone.now()
-        Task.objects.filter(pk=task.pk).update(heartbeat_at=stamp)
-        Run.objects.filter(pk=task.run_id).update(heartbeat_at=stamp)
-        _last_heartbeat[task.id] = now
-    return Run.objects.filter(pk=task.run_id, cancel_requested=True).exists()
+    try:
+        if now - _last_heartbeat.get(task.id, 0) >= settings.FLOWSITE_HEARTBEAT_INTERVAL:
+            stamp = timezone.now()
+            Task.objects.filter(pk=task.pk).update(heartbeat_at=stamp)
+            Run.objects.filter(pk=task.run_id).update(heartbeat_at=stamp)
+            _last_heartbeat[task.id] = now
+        return Run.objects.filter(pk=task.run_id, cancel_requested=True).exists()
+    except DatabaseError as exc:
+        logger.warning("task %s: heartbeat failed, retrying at the next beat: %s",
+                       task.id, exc)
+        connection.close()
+        return False
 
 
 def _kill(process: subprocess.Popen) -> None:

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -434,8 +435,10 @@ class PrivateStack:
     The shared Redis on 6379 is never touched: this one can be stopped and restarted.
     """
 
-    def __init__(self, folder: Path, tokens: dict, queue: str):
+    def __init__(self, folder: Path, tokens: dict, queue: str, database_url: str = ""):
+        folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
+        self.database_url = database_url or database_url_for_worker()
         self.redis_port = free_port()
         self.web_port = free_port()
         self.url = f"http://127.0.0.1:{self.web_port}"
@@ -457,11 +460,11 @@ class PrivateStack:
                              extra_env={**fault_env(queue), **self.broker_env()})
 
     def broker_env(self) -> dict:
-        return {"CELERY_BROKER_URL": self.broker, "FLOWSITE_API_URL": self.url}
+        return {"CELERY_BROKER_URL": self.broker, "FLOWSITE_API_URL": self.url,
+                "DATABASE_URL": self.database_url}
 
     def env(self) -> dict:
         env = dict(os.environ)
-        env["DATABASE_URL"] = database_url_for_worker()
         env.update(self.broker_env())
         return env
 
@@ -503,15 +506,19 @@ class PrivateStack:
         env["PYTHONPATH"] = str(ROOT)
         return env
 
-    def submit(self, path: Path, user: str = "anne"):
-        from runs.models import Run
-
+    def submit_path(self, path: Path, user: str = "anne") -> str:
+        """Submit without waiting; return the run's pathspec."""
         result = subprocess.run(
             [sys.executable, str(path), "run", "--detach"], cwd=str(path.parent),
             env=self.cli_env(user), capture_output=True, text=True, timeout=60,
         )
         assert result.returncode == 0, result.stderr
-        flow, number = result.stdout.strip().splitlines()[-1].split("/")
+        return result.stdout.strip().splitlines()[-1]
+
+    def submit(self, path: Path, user: str = "anne"):
+        from runs.models import Run
+
+        flow, number = self.submit_path(path, user).split("/")
         return Run.objects.get(flow__name=flow, number=int(number))
 
     def close(self) -> None:
@@ -619,7 +626,105 @@ def test_broker_restart_mid_run(stack, flows_dir, marks, queue):
           f"{time.monotonic() - back_at:.1f} s after the broker came back")
 
 
-@pytest.mark.skip(reason="needs a private PostgreSQL cluster on its own port; the shared "
-                  "server must not be restarted, and this test is not written yet")
-def test_database_restart_mid_run():
-    """A run completes or fails cleanly after PostgreSQL restarts under it."""
+class PrivatePostgres:
+    """A PostgreSQL cluster of its own in a temporary folder, on a free loopback port,
+    so the test can restart it without touching the shared server."""
+
+    BIN = Path("/usr/lib/postgresql/15/bin")
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.port = free_port()
+        self.data = folder / "data"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.chown(folder, "postgres")
+        self.as_postgres([str(self.BIN / "initdb"), "-D", str(self.data), "-A", "trust",
+                          "-U", "postgres"])
+        self.start()
+        self.as_postgres([str(self.BIN / "createdb"), "-h", "127.0.0.1", "-p",
+                          str(self.port), "-U", "postgres", "flowsite"])
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/flowsite"
+
+    def as_postgres(self, command: list[str]) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *command], check=True,
+                       capture_output=True, timeout=120, cwd=str(self.folder))
+
+    def start(self) -> None:
+        self.as_postgres([
+            str(self.BIN / "pg_ctl"), "-D", str(self.data), "-w", "-l",
+            str(self.folder / "postgres.log"), "-o",
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1", "start",
+        ])
+
+    def stop(self) -> None:
+        self.as_postgres([str(self.BIN / "pg_ctl"), "-D", str(self.data), "-w",
+                          "-m", "fast", "stop"])
+
+
+@pytest.fixture
+def private_postgres(tmp_path_factory):
+    if os.geteuid() != 0 or shutil.which("runuser") is None \
+            or not (PrivatePostgres.BIN / "initdb").exists():
+        pytest.skip("needs root, runuser and PostgreSQL 15 binaries to start a private "
+                    "cluster; the shared PostgreSQL server must not be restarted")
+    folder = Path(tempfile.mkdtemp(prefix="flowsite-pg-"))
+    cluster = PrivatePostgres(folder)
+    yield cluster
+    try:
+        cluster.stop()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_database_restart_mid_run(private_postgres, tmp_path, flows_dir, marks, queue):
+    import requests
+
+    env = dict(os.environ, DATABASE_URL=private_postgres.url)
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+                   cwd=str(ROOT), env=env, check=True, timeout=300)
+    created = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c",
+         "from django.contrib.auth import get_user_model; from tokens.models import ApiToken;"
+         "u = get_user_model().objects.create_user(username='anne', password='x' * 20);"
+         "print('TOKEN', ApiToken.issue(user=u, name='tests')[1])"],
+        cwd=str(ROOT), env=env, check=True, capture_output=True, text=True, timeout=120,
+    )
+    token = created.stdout.split("TOKEN ")[1].split()[0]
+    stack = PrivateStack(tmp_path / "stack", {"anne": token}, queue,
+                         database_url=private_postgres.url)
+    try:
+        path = write_flow(flows_dir, "database_restart_flow.py", STEADY_FLOW.format(
+            marks=str(marks), name="DatabaseRestartFlow", queue=queue, pause=8))
+        run_path = stack.submit_path(path)
+        wait_for(lambda: (marks / "middle-begun").exists(), timeout=60,
+                 message="middle to begin")
+
+        private_postgres.stop()
+        time.sleep(3)
+        private_postgres.start()
+        back_at = time.monotonic()
+
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {token}"
+
+        def ended():
+            try:
+                data = session.get(f"{stack.url}/api/v1/runs/{run_path}", timeout=10).json()
+            except (requests.RequestException, ValueError):
+                return None
+            return data if data.get("status") in ("completed", "failed") else None
+
+        final = wait_for(ended, timeout=90, interval=0.5, message="the run to end")
+        recovered = time.monotonic() - back_at
+    finally:
+        stack.close()
+
+    assert final["status"] == "completed", final.get("error")
+    assert_each_step_once_by_marks(marks)
+    print(f"database restart: {run_path} completed {recovered:.1f} s after PostgreSQL "
+          "came back")
+
+
+def assert_each_step_once_by_marks(marks: Path) -> None:
+    for name in ("start", "middle", "end"):
+        assert (marks / name).read_text() == "done\n", f"{name} completed more than once"
