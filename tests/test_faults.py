@@ -716,8 +716,11 @@ def test_database_restart_mid_run(private_postgres, tmp_path, flows_dir, marks, 
 
         final = wait_for(ended, timeout=90, interval=0.5, message="the run to end")
         recovered = time.monotonic() - back_at
+        worker_log = stack.worker.log()
     finally:
         stack.close()
+
+    assert "heartbeat failed, retrying at the next beat" in worker_log
 
     assert final["status"] == "completed", final.get("error")
     assert_each_step_once_by_marks(marks)
