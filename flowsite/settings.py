@@ -170,6 +170,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "runs.api.errors.exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         "login": os.environ.get("FLOWSITE_LOGIN_RATE", "20/min"),
+        "token_create": os.environ.get("FLOWSITE_TOKEN_CREATE_RATE", "20/min"),
         "production_token": os.environ.get("FLOWSITE_TOKEN_RATE", "10/min"),
     },
     "UNAUTHENTICATED_USER": None,

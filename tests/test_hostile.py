@@ -258,6 +258,25 @@ def test_login_throttled_and_logged_without_password(client, users, caplog, sett
     assert PASSWORD not in caplog.text
 
 
+def test_token_creation_throttled(client, users, tokens):
+    from django.core.cache import cache
+
+    cache.clear()
+    codes = []
+    for index in range(25):
+        response = client.post("/api/v1/tokens", {"name": f"laptop {index}"},
+                               content_type="application/json",
+                               HTTP_AUTHORIZATION=f"Bearer {tokens['anne']}")
+        codes.append(response.status_code)
+    listed = client.get("/api/v1/tokens", HTTP_AUTHORIZATION=f"Bearer {tokens['anne']}")
+    cache.clear()
+
+    assert codes[0] == 201
+    assert codes.count(201) == 20
+    assert codes[-1] == 429
+    assert listed.status_code == 200
+
+
 def test_page_login_throttled(client, users, caplog):
     from django.core.cache import cache
 

@@ -487,6 +487,13 @@ class TagSuggestView(APIView):
 
 
 class TokenListView(APIView):
+    def get_throttles(self):
+        # Issuing tokens is throttled per user, like login; listing them is not.
+        if self.request.method == "POST":
+            self.throttle_scope = "token_create"
+            return [ScopedRateThrottle()]
+        return super().get_throttles()
+
     @extend_schema(parameters=[OpenApiParameter("cursor", str),
                                OpenApiParameter("page_size", int)],
                    responses={200: s.TokenSerializer(many=True)})
