@@ -6,8 +6,12 @@ import re
 from datetime import timedelta
 
 import pytest
+import schemathesis
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from rest_framework.test import APIClient
 
+from flowsite.wsgi import application
 from tests.run_factory import make_run
 
 pytestmark = pytest.mark.django_db
@@ -501,3 +505,42 @@ def test_run_objects_endpoints(cli, flows_dir, live_server, tokens):
         response = get(path, namespace="user:will")
         assert response.status_code == 404, path
         assert response.json()["code"] == "namespace_mismatch", path
+
+
+# ---------------------------------------------------------------- generated requests
+
+# Only reads, because generated writes would submit runs and revoke the test's tokens.
+schema = schemathesis.openapi.from_wsgi("/api/v1/schema", application).include(method="GET")
+
+
+@pytest.fixture
+def auth_header(tokens, users):
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
+    from tests.run_factory import make_run
+
+    # As Django's test client does: the WSGI handler would otherwise close the
+    # connection that holds the test's transaction around each request.
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+
+    make_run(users["anne"], "HelloFlow", tags=["crazy_test"], status="completed")
+    yield {"Authorization": f"Bearer {tokens['anne']}"}
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@schema.parametrize()
+@hypothesis_settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                           HealthCheck.filter_too_much],
+)
+def test_generated_reads_never_500(case, auth_header, settings):
+    # An unhandled exception then fails the test with its traceback.
+    settings.DEBUG_PROPAGATE_EXCEPTIONS = True
+    response = case.call(headers=auth_header)
+
+    assert response.status_code < 500, (case.path, case.query, response.text[:500])
