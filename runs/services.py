@@ -32,9 +32,8 @@ logger = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
 MAX_PARAMETER_BYTES = 64 * 1024
-
-# How long a tag mutation waits for the run's row lock on PostgreSQL before it answers
-# 409, which clients retry. SQLite waits for its busy timeout instead.
+# How long a tag mutation waits for the run's row lock on PostgreSQL before the API
+# returns 409, which clients retry. SQLite waits for its busy timeout instead.
 TAG_LOCK_TIMEOUT_MS = 5000
 
 # ---------------------------------------------------------------- tag counts

@@ -137,8 +137,8 @@ class TagEventSerializer(serializers.ModelSerializer):
 
 
 class TagField(serializers.CharField):
-    """A tag, passed through unchanged: the tag service checks every rule (length, NUL,
-    surrogates, system prefixes) so the API and the SDK report one message per rule."""
+    """A tag, passed through unchanged. The tag service checks every rule (length, NUL,
+    surrogates, system prefixes), so the API and the SDK report one message per rule."""
 
     def __init__(self, **kwargs):
         super().__init__(allow_blank=True, allow_null=True, trim_whitespace=False, **kwargs)
