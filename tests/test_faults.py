@@ -1,5 +1,5 @@
 """Faults injected for real: killed workers, lost heartbeats, retries, timeouts, cancels,
-a stopped broker and a restarted broker. Every run must reach a terminal state, and no
+a stopped broker, a restarted broker and a restarted database. Every run must reach a terminal state, and no
 task may complete twice.
 
 Tests that kill workers start their own workers on a private queue, so the shared
@@ -39,7 +39,7 @@ def pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # A zombie is dead for our purpose; /proc tells them apart.
+    # A zombie counts as dead here; its /proc status shows the difference.
     status = Path(f"/proc/{pid}/status")
     return not (status.exists() and "State:\tZ" in status.read_text())
 

@@ -221,7 +221,7 @@ def test_huge_step_name_rejected(api):
     assert nothing_recorded()
 
 
-def test_bad_artifact_name_fails_task(db):
+def test_bad_artifact_name_rejected(db):
     """An artifact name set with setattr() that is not an identifier is rejected."""
     from runs.errors import ValidationFailed
     from runs.execution import artifact_names_check
