@@ -160,6 +160,7 @@ def test_runs_htmx_partial_has_no_layout(anne, runs):
     assert partial.content.decode().lstrip().startswith('<div id="runs-page">')
     assert pathspecs(partial) == {runs["a1"].pathspec, runs["a2"].pathspec}
     assert "HX-Request" in partial["Vary"]
+    assert partial["HX-Push-Url"] == "/?ns=user%3Aanne&tag=exp"
 
 
 def test_runs_history_restore_gets_full_page(anne, runs):
@@ -202,8 +203,8 @@ def test_runs_empty_state_commands(users):
     client = Client()
     client.force_login(users["will"])
     html = client.get(reverse("runs:list")).content.decode()
-    assert "python -m flowsite login --url http://testserver --username will" in html
-    assert "python examples/current_flow.py run" in html
+    assert ".venv/bin/python -m flowsite login --url http://testserver --username will" in html
+    assert ".venv/bin/python examples/current_flow.py run" in html
 
 
 def test_runs_no_match_is_not_empty_state(anne, runs):
@@ -643,3 +644,10 @@ def test_flow_page_query_count_fixed(anne, users):
     for index in range(10):
         make_run(users["anne"], "CountedFlow", tags=[f"t{index}"])
     assert count_queries(anne, url) == few
+
+
+def test_run_page_failed_run_renders(anne, runs):
+    run = runs["a3"]
+    response = anne.get(reverse("runs:run", args=[run.flow.name, run.number]))
+    assert response.status_code == 200
+    assert "status-failed" in response.content.decode()
