@@ -651,3 +651,30 @@ def test_run_page_failed_run_renders(anne, runs):
     response = anne.get(reverse("runs:run", args=[run.flow.name, run.number]))
     assert response.status_code == 200
     assert "status-failed" in response.content.decode()
+
+
+def test_flow_page_load_more_partial(anne, users):
+    created = [make_run(users["anne"], "LongFlow") for _ in range(52)]
+    url = reverse("runs:flow", args=["LongFlow"])
+    first = anne.get(url).content.decode()
+    cursor = re.search(r'cursor=(\d+)"', first).group(1)
+    more = anne.get(url, {"cursor": cursor}, **HX).content.decode()
+    assert more.lstrip().startswith('<tbody id="flow-runs">')
+    assert f"LongFlow/{created[0].number}<" in more
+    assert f"LongFlow/{created[-1].number}<" not in more
+
+
+def test_namespace_switcher_lists_users_and_production(anne, runs, users):
+    make_run(users["admin"], "ProdFlow", identity_namespace="production:prodflow-1")
+    html = anne.get(reverse("runs:list")).content.decode()
+    panel = html[html.index('class="ns-panel"'):html.index('class="ns-form"')]
+    assert "?ns=user%3Awill" in panel
+    assert "?ns=production%3Aprodflow-1" in panel
+    assert "?ns=global" in panel
+    assert "?ns=user%3Aanne" in panel
+
+
+def test_go_to_step_opens_its_tasks(anne, runs):
+    run = runs["a1"]
+    response = anne.get(reverse("runs:go"), {"path": f"{run.pathspec}/start"})
+    assert response["Location"].endswith("&step=start#step-tasks")
