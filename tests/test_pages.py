@@ -678,3 +678,10 @@ def test_go_to_step_opens_its_tasks(anne, runs):
     run = runs["a1"]
     response = anne.get(reverse("runs:go"), {"path": f"{run.pathspec}/start"})
     assert response["Location"].endswith("&step=start#step-tasks")
+
+
+def test_htmx_poll_after_logout_redirects_page(client, runs):
+    response = client.get(reverse("runs:list"), {"part": "live", "top": 1, "bottom": 0},
+                          HTTP_HX_CURRENT_URL="http://testserver/?tag=exp", **HX)
+    assert response.status_code == 200
+    assert response["HX-Redirect"] == "/login/?next=/%3Ftag%3Dexp"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Max
 from django.shortcuts import redirect
 from django.urls import reverse
@@ -15,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from runs import selectors, services
 from runs.errors import NamespaceMismatch, NotFound, ServiceError, ValidationFailed
 from runs.models import Run, TagEvent, Task
+from runs.web.auth import login_required
 from runs.web.graphs import GANTT_MAX_TASKS, dag_layout, gantt_layout
 from runs.web.namespaces import current_namespace, namespace_query
 from runs.web.views import error_page, is_partial, render_page

@@ -6,7 +6,6 @@ bytes, never unpickled by the web process.
 
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 
@@ -14,6 +13,7 @@ from runs import selectors
 from runs.errors import NamespaceMismatch, NotFound, ValidationFailed
 from runs.models import TERMINAL, Artifact, LogChunk, TaskAttempt
 from runs.packages import storage
+from runs.web.auth import login_required
 from runs.web.namespaces import current_namespace, namespace_query
 from runs.web.views import error_page, is_partial, render_page
 

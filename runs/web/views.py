@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -21,6 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 from runs import deployment_selectors, selectors, services
 from runs.errors import NamespaceMismatch, NotFound, ServiceError, ValidationFailed
 from runs.models import Run, TagCount
+from runs.web.auth import login_required
 from runs.web.filters import RunFilters
 from runs.web.namespaces import current_namespace, namespace_query
 
