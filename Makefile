@@ -40,5 +40,10 @@ demo: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py flowsite_demo
 
+# Flowsite on both backends against Metaflow; needs PostgreSQL, Redis and
+# bench/.metaflow-venv (see docs/benchmarks.md).
+bench: install-dev
+	$(PY) bench/run_bench.py
+
 clean:
 	rm -rf var/broker var/work
