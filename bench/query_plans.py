@@ -18,7 +18,7 @@ import django  # noqa: E402
 django.setup()
 
 from runs import selectors  # noqa: E402
-from runs.models import Status, TagCount  # noqa: E402
+from runs.models import Run, Status, TagCount  # noqa: E402
 
 
 def show(title: str, queryset) -> None:
@@ -30,10 +30,14 @@ def show(title: str, queryset) -> None:
 
 def main() -> int:
     runs = selectors.runs_in_namespace
+    # The same day as bench/query_bench.py: the middle of anne's runs.
+    anne_runs = Run.objects.filter(identity_namespace="user:anne")
+    middle = anne_runs.order_by("id")[anne_runs.count() // 2]
+    day = f"date:{middle.created_at:%Y%m%d}"
     show("Runs list: namespace user:anne + tags xyz_features, team:alpha (first page)",
          runs(namespace="user:anne", tags=["xyz_features", "team:alpha"])[:51])
-    show("Runs list: namespace user:anne + tags crazy_test, date:20260605 (rare)",
-         runs(namespace="user:anne", tags=["crazy_test", "date:20260605"])[:51])
+    show(f"Runs list: namespace user:anne + tags crazy_test, {day} (rare)",
+         runs(namespace="user:anne", tags=["crazy_test", day])[:51])
     show("latest_run: BenchFlow1 in user:anne",
          runs(namespace="user:anne", flow="BenchFlow1")[:2])
     show("latest_successful_run: BenchFlow0 in user:anne, newest 100 runs failed",
