@@ -10,8 +10,9 @@ import logging
 import re
 from collections.abc import Iterable
 
+from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from flowsite.sdk.graph import FlowGraphError, parse_source
@@ -240,7 +241,7 @@ def task_create(
     """Create the task once; a second call for the same key returns None."""
     decorators = step_options(run, step_name)
     retries = int(decorators.get("retry", {}).get("times", 0) or 0)
-    queue = decorators.get("resources", {}).get("queue") or "default"
+    queue = decorators.get("resources", {}).get("queue") or settings.FLOWSITE_DEFAULT_QUEUE
     step = Step.objects.get(run=run, name=step_name)
     key = task_key(step_name, split_stack)
     task, created = Task.objects.get_or_create(
@@ -282,10 +283,22 @@ def tasks_enqueue(task_ids: list[int]) -> None:
 
 
 def _join_inputs(run: Run, join_step: str, frame: dict) -> list[Task]:
+    """Return the completed tasks that feed one join, or [] while some are missing.
+
+    Every task of a step sits at the same split depth, so the siblings of one split
+    share a key prefix: the source step's name and the indexes of the outer splits.
+    Counting them in SQL first keeps a wide foreach from loading all finished
+    siblings each time one of them completes.
+    """
     sources = [name for name, spec in run.graph["steps"].items() if join_step in spec["next"]]
-    candidates = Task.objects.filter(
-        run=run, step_name__in=sources, status=Status.COMPLETED
-    ).only("id", "split_stack", "step_name")
+    outer = task_key("", frame["depth_stack"][:-1])
+    siblings = Q()
+    for source in sources:
+        siblings |= Q(key__startswith=f"{source}{outer}[")
+    finished = Task.objects.filter(siblings, run=run, status=Status.COMPLETED)
+    if finished.count() < frame["depth_stack"][-1]["n"]:
+        return []
+    candidates = finished.filter(step_name__in=sources).only("id", "split_stack", "step_name")
     depth = len(frame["depth_stack"])
     matched = [
         task
