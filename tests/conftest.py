@@ -7,12 +7,11 @@ CELERY_BROKER_URL unset means SQLite and the embedded filesystem broker.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 from tests.bootstrap import VAR as _VAR  # noqa: E402
 
+CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct-horse-battery"
 PERSONAS = ("anne", "will", "admin")
 
@@ -210,3 +210,47 @@ def wait_for(predicate, timeout: float = 60, interval: float = 0.2, message: str
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {message or predicate}")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One Chromium for the whole session: Playwright allows one sync driver per thread."""
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread, so Django would reject the
+    # ORM calls the tests make between browser steps. They are plain blocking calls.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def login(browser, live_server, users):
+    """Return a function that opens a logged-in page for a persona."""
+    contexts = []
+
+    def open_as(name: str):
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("dialog", lambda dialog: errors.append(f"dialog: {dialog.message}"))
+        page.js_errors = errors
+        page.goto(f"{live_server.url}/login/")
+        page.fill("input[name=username]", name)
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(re.compile(r".*/(\?.*)?$"))
+        return page
+
+    yield open_as
+    for context in contexts:
+        context.close()

@@ -6,16 +6,14 @@ the page should update by itself, and the back button where filters should come 
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PASSWORD, ROOT, write_flow
+from tests.conftest import CHROMIUM, PASSWORD, ROOT, write_flow
 from tests.run_factory import make_run
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
 XSS_TAG = '<script>window.__xss=1</script>'
 XSS_ATTR = '"><img src=x onerror="window.__xss=2">'
@@ -28,9 +26,6 @@ pytestmark = [
                        reason=f"Chromium not found at {CHROMIUM}; apt-get install chromium"),
 ]
 
-# Playwright's sync API runs an event loop in this thread, so Django would reject the
-# ORM calls these tests make between browser steps. They are plain blocking calls.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 SLOW_FLOW = '''
 import time
@@ -91,45 +86,6 @@ class FanoutFlow(FlowSpec):
 if __name__ == "__main__":
     FanoutFlow()
 '''
-
-
-@pytest.fixture(scope="session")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def login(browser, live_server, users):
-    """Return a function that opens a logged-in page for a persona."""
-    contexts = []
-
-    def open_as(name: str):
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        errors = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("dialog", lambda dialog: errors.append(f"dialog: {dialog.message}"))
-        page.js_errors = errors
-        page.goto(f"{live_server.url}/login/")
-        page.fill("input[name=username]", name)
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(re.compile(r".*/(\?.*)?$"))
-        return page
-
-    yield open_as
-    for context in contexts:
-        context.close()
 
 
 def shown_runs(page) -> set[str]:

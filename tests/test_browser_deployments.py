@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from runs.models import Deployment, Run
-from tests.conftest import write_flow
-from tests.test_browser import CHROMIUM, browser, login  # noqa: F401 - shared fixtures
+from tests.conftest import CHROMIUM, write_flow
 
 pytestmark = [
     pytest.mark.browser,

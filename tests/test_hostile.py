@@ -382,6 +382,8 @@ def test_check_deploy_passes_with_production_settings(tmp_path):
         "ALLOWED_HOSTS": "flowsite.example.com",
     })
     env.pop("DATABASE_URL", None)
+    # The browser tests set this for their own thread; a deployment never has it.
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=120,
