@@ -37,6 +37,7 @@ MAX_PARAMETER_BYTES = 64 * 1024
 # returns 409, which clients retry. SQLite waits for its busy timeout instead.
 TAG_LOCK_TIMEOUT_MS = 5000
 
+
 # ---------------------------------------------------------------- tag counts
 
 
