@@ -387,8 +387,6 @@ def run_child(task: Task, spec_path: str, code_dir: Path, writer: LogWriter) -> 
             if _heartbeat(task):
                 reason = "cancelled: the run was cancelled or ended"
                 _kill(process)
-            elif now - started > 0.5:
-                pass
         if limit is not None and now - started > limit:
             reason = f"timed out: the step ran longer than its @timeout limit of {limit:g} s"
             _kill(process)

@@ -59,10 +59,10 @@ def tag_counts_adjust(deltas: dict[str, int], system_names: Iterable[str] = ()) 
 # ---------------------------------------------------------------- run creation
 
 
-def validate_name(value: str, what: str) -> str:
+def validate_name(value: str, label: str) -> str:
     if not isinstance(value, str) or not NAME_RE.match(value):
         raise ValidationFailed(
-            f"{what} {str(value)[:80]!r} is not a valid name: use a Python identifier "
+            f"{label} {str(value)[:80]!r} is not a valid name: use a Python identifier "
             "of at most 200 characters (letters, digits, underscores).",
             code="invalid_name",
         )
@@ -446,7 +446,8 @@ def task_fail(*, task_id: int, error: str, retry: bool = True) -> bool:
 
 
 def run_finish(run: Run, status: str, error: str = "") -> None:
-    """End a run: no new task starts, pending ones are cancelled, running ones are told to stop."""
+    """End a run so no new task starts: cancel pending tasks and set cancel_requested,
+    which makes workers kill the running ones within about a second."""
     now = timezone.now()
     Run.objects.filter(pk=run.pk).update(
         status=status, finished_at=now, error=error, cancel_requested=True
