@@ -6,19 +6,17 @@ stays out of access logs and browser history.
 
 from __future__ import annotations
 
-import json
 import logging
 
-from django.conf import settings as django_settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from runs import deployment_selectors, deployments, selectors, services
-from runs.errors import ValidationFailed
-from runs.packages import package_store, read_package
+from runs import deployment_selectors, deployments, selectors
+from runs.api.submissions import read_submission
+from runs.packages import package_store
 
 logger = logging.getLogger(__name__)
 
@@ -66,53 +64,19 @@ class TriggerSerializer(serializers.Serializer):
 
 def parse_deploy_request(request) -> dict:
     """Validate the multipart deploy request and return the deploy service's inputs."""
-    raw_meta = request.data.get("metadata")
-    upload = request.FILES.get("package")
-    if not raw_meta or upload is None:
-        raise ValidationFailed(
-            "Send multipart fields 'metadata' (JSON) and 'package' (tar.gz).", code="invalid"
-        )
-    try:
-        meta = json.loads(raw_meta) if isinstance(raw_meta, str) else raw_meta
-    except ValueError:
-        raise ValidationFailed("metadata is not valid JSON.") from None
-    if not isinstance(meta, dict):
-        raise ValidationFailed("metadata must be a JSON object.")
-    flow_name = services.validate_name(meta.get("flow", ""), "Flow name")
-    flow_file = meta.get("flow_file") or ""
-    if not isinstance(flow_file, str) or not flow_file.endswith(".py") or len(flow_file) > 300:
-        raise ValidationFailed("flow_file must name the flow's .py file in the package.")
-    limit = django_settings.FLOWSITE_MAX_PACKAGE_BYTES
-    if upload.size > limit:
-        raise ValidationFailed(
-            f"The code package is {upload.size} bytes; the limit is {limit} bytes. "
-            "Move data files out of the flow's folder.",
-            code="package_too_large",
-        )
-    tags = meta.get("tags") or []
-    if not isinstance(tags, list):
-        raise ValidationFailed("tags must be a list of strings.", code="invalid_tag")
-    specs = meta.get("parameter_specs") or []
-    if not isinstance(specs, list):
-        raise ValidationFailed("parameter_specs must be a list.")
-    client_namespace = meta.get("namespace")
-    if client_namespace is not None and not isinstance(client_namespace, str):
-        raise ValidationFailed("namespace must be a string.")
-
-    data = upload.read()
-    source = read_package(data, flow_file)
-    graph = services.graph_from_source(source, flow_file, flow_name)
+    sub = read_submission(request)
+    graph = sub.graph
     # Checked here too, so a bad @schedule is rejected before the package is stored.
     deployments.schedule_from_graph(graph)
     return {
-        "flow_name": flow_name,
-        "flow_file": flow_file,
+        "flow_name": sub.flow_name,
+        "flow_file": sub.flow_file,
         "graph": graph,
-        "data": data,
-        "parameter_specs": specs,
-        "tags": tags,
-        "client_namespace": client_namespace,
-        "generate_new_token": bool(meta.get("generate_new_token")),
+        "data": sub.data,
+        "parameter_specs": sub.parameter_specs,
+        "tags": sub.tags,
+        "client_namespace": sub.client_namespace,
+        "generate_new_token": bool(sub.meta.get("generate_new_token")),
     }
 
 

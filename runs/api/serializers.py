@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from runs.models import Artifact, Run, Task, TagEvent
+from runs.models import Artifact, Run, TagEvent, Task
 
 
 class TagsMixin:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 
-from django.conf import settings as django_settings
 from django.contrib.auth import authenticate
 from django.db import transaction
 from django.db.models import Count
@@ -22,9 +20,10 @@ from rest_framework.views import APIView
 
 from runs import selectors, services
 from runs.api import serializers as s
+from runs.api.submissions import read_submission
 from runs.errors import ValidationFailed
 from runs.models import Artifact, LogChunk, RunTag, TagCount, TagEvent, Task
-from runs.packages import package_store, read_package, storage
+from runs.packages import package_store, storage
 from tokens.models import ApiToken
 
 logger = logging.getLogger(__name__)
@@ -186,57 +185,26 @@ class RunListView(APIView):
     @extend_schema(request={"multipart/form-data": s.RunCreateSerializer},
                    responses={201: s.RunSerializer})
     def post(self, request):
-        raw_meta = request.data.get("metadata")
-        upload = request.FILES.get("package")
-        if not raw_meta or upload is None:
-            raise ValidationFailed(
-                "Send multipart fields 'metadata' (JSON) and 'package' (tar.gz).",
-                code="invalid",
-            )
-        try:
-            meta = json.loads(raw_meta) if isinstance(raw_meta, str) else raw_meta
-        except ValueError:
-            raise ValidationFailed("metadata is not valid JSON.") from None
-        if not isinstance(meta, dict):
-            raise ValidationFailed("metadata must be a JSON object.")
-        flow_name = services.validate_name(meta.get("flow", ""), "Flow name")
-        flow_file = meta.get("flow_file") or ""
-        if not isinstance(flow_file, str) or not flow_file.endswith(".py") or len(flow_file) > 300:
-            raise ValidationFailed("flow_file must name the flow's .py file in the package.")
-        limit = django_settings.FLOWSITE_MAX_PACKAGE_BYTES
-        if upload.size > limit:
-            raise ValidationFailed(
-                f"The code package is {upload.size} bytes; the limit is {limit} bytes. "
-                "Move data files out of the flow's folder.",
-                code="package_too_large",
-            )
-        data = upload.read()
-        source = read_package(data, flow_file)
-        graph = services.graph_from_source(source, flow_file, flow_name)
-        tags = meta.get("tags") or []
-        if not isinstance(tags, list):
-            raise ValidationFailed("tags must be a list of strings.", code="invalid_tag")
-        client_namespace = meta.get("namespace")
-        if client_namespace is not None and not isinstance(client_namespace, str):
-            raise ValidationFailed("namespace must be a string.")
+        sub = read_submission(request)
+        meta = sub.meta
         # One transaction: a run rejected by run_create leaves no package row behind.
         with transaction.atomic():
-            package = package_store(data)
+            package = package_store(sub.data)
             run = services.run_create(
                 user=request.user,
-                flow_name=flow_name,
-                graph=graph,
-                flow_file=flow_file,
+                flow_name=sub.flow_name,
+                graph=sub.graph,
+                flow_file=sub.flow_file,
                 package=package,
                 parameters=meta.get("parameters") or {},
-                parameter_specs=meta.get("parameter_specs") or [],
-                user_tags=tags,
+                parameter_specs=sub.parameter_specs,
+                user_tags=sub.tags,
                 identity_namespace=user_namespace(request.user),
                 runtime=str(meta.get("runtime") or "local")[:100],
                 python_version=str(
                     meta.get("python_version") or platform.python_version()
                 )[:40],
-                client_namespace=client_namespace,
+                client_namespace=sub.client_namespace,
                 triggered_by=f"user:{request.user.username}",
             )
         run = selectors.with_tags(type(run).objects.filter(pk=run.pk)).get()
