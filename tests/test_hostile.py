@@ -426,3 +426,10 @@ def test_schemathesis_finds_no_errors(live_server, tokens, tmp_path):
     summary = result.stdout[-4000:]
     assert result.returncode == 0, summary
     assert " passed" in summary
+
+
+def test_admin_login_uses_throttled_form(client):
+    response = client.get("/admin/login/?next=/admin/")
+
+    assert response.status_code == 302
+    assert response["Location"] == "/login/?next=/admin/"
