@@ -15,7 +15,7 @@ MAX_PAGE_SIZE = 200
 
 
 def normalize_namespace(value: str | None) -> str | None:
-    """None and the empty string both mean the global namespace."""
+    """Return None (the global namespace) for None or '', else the namespace unchanged."""
     if value is None or value == "":
         return None
     return value

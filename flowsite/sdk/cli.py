@@ -21,7 +21,7 @@ POLL_SECONDS = 0.1
 
 
 class FlowContext:
-    """What every subcommand needs: the flow class, its file and its parsed graph."""
+    """Shared state of the subcommands: the flow class, its file and its parsed graph."""
 
     def __init__(self, flow_cls):
         import inspect

@@ -288,7 +288,7 @@ class Run(_Tagged, _Object):
         return Flow(self._flow, _namespace_check=False)
 
     def steps(self, *tags: str) -> Iterator[Step]:
-        """The run's steps, if the run carries all the tags."""
+        """Return the run's steps, or none unless the run carries all the tags."""
         if tags and not set(tags) <= self.tags:
             return iter(())
         page = http.get(f"{self._path()}/steps", params=self._params())

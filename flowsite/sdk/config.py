@@ -1,4 +1,4 @@
-"""Where the CLI finds the server and the token: environment first, then ~/.flowsite."""
+"""CLI configuration: the server URL and tokens, from the environment first, then ~/.flowsite."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What a flow author writes: FlowSpec, @step, Parameter and step decorators."""
+"""The flow author's API: FlowSpec, @step, Parameter and the step decorators."""
 
 from __future__ import annotations
 

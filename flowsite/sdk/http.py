@@ -69,7 +69,7 @@ def request(method: str, path: str, *, token: str | None = None, auth: bool = Tr
             ) from None
         except requests.Timeout:
             raise ServerUnreachable(
-                f"The Flowsite server at {config.server_url()} did not answer in time."
+                f"The Flowsite server at {config.server_url()} did not respond in time."
             ) from None
         if response.status_code >= 500 and attempt < retries and method == "GET":
             time.sleep(0.5 * (attempt + 1))
